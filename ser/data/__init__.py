@@ -1,0 +1,1 @@
+"""Corpus → audio → features → splits → LightningDataModule."""

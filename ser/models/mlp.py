@@ -1,0 +1,24 @@
+"""The paper's classifier: a small fully connected network on pooled features."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Linear → ReLU → Dropout per hidden layer, then a linear output layer.
+
+    Default widths are the paper's 3-hidden-layer model (256-512-64, Table 2); its other
+    depths are just other ``hidden`` lists.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, hidden: Sequence[int] = (256, 512, 64), dropout: float = 0.1):
+        layers: list[nn.Module] = []
+        width = n_features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, n_classes))
+        super().__init__(*layers)

@@ -1,0 +1,79 @@
+"""The datamodule: corpus to tensors, standardisation from the training split only, bad input policy."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from ser.data.datamodule import SERDataModule
+from ser.errors import DataError
+
+FEATURES = {"sample_rate": 16000, "n_fft": 512, "hop_length": 256, "n_mels": 40, "n_mfcc": 13}
+
+
+def _module(manifest, cache_dir, **kwargs) -> SERDataModule:
+    dm = SERDataModule(corpus="manifest", manifest=str(manifest), cache_dir=str(cache_dir), features=FEATURES, **kwargs)
+    dm.setup()
+    return dm
+
+
+def test_tiny_corpus_becomes_stratified_tensors(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir)
+    assert dm.classes == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+    assert dm.n_features == 13 + 12 + 40
+    sizes = {part: len(dm.tensors(part)[1]) for part in ("train", "val", "test")}
+    assert sizes == {"train": 70, "val": 7, "test": 7}  # 12 per class: round(1.2) = 1 each for val and test
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 65) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_standardization_uses_only_the_training_split(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir)
+    mean, std = dm.standardization()
+    train = dm.tensors("train")[0].double()
+    np.testing.assert_allclose(mean, train.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std, train.std(0, unbiased=False), rtol=1e-5)
+    assert not torch.allclose(mean, dm.tensors("test")[0].mean(0))
+
+
+def test_loso_split_holds_out_one_speaker(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir, split={"kind": "loso", "fold": 1})
+    speakers = {part: {dm.prepared.utterances[i].speaker for i in getattr(dm.prepared.split, part)} for part in ("train", "val", "test")}
+    assert speakers == {"train": {"s01"}, "val": {"s03"}, "test": {"s02"}}
+
+
+def _broken_copy(tiny_manifest, tmp_path):
+    """The tiny corpus with one corrupt file and a 'calm' class of two files."""
+    root = tmp_path / "corpus"
+    shutil.copytree(tiny_manifest.parent, root)
+    rows = list(csv.DictReader(open(root / "manifest.csv")))
+    (root / rows[0]["path"]).write_bytes(b"garbage")
+    rows[1]["label"] = rows[2]["label"] = "calm"
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "speaker"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv", root / rows[0]["path"]
+
+
+def test_skip_leaves_out_bad_files_and_small_classes_and_counts_them(tiny_manifest, tmp_path):
+    manifest, corrupt = _broken_copy(tiny_manifest, tmp_path)
+    dm = _module(manifest, tmp_path / "cache", on_error="skip")
+    assert len(dm.prepared.problems) == 2
+    assert str(corrupt) in dm.prepared.problems[0] and "class 'calm' has only 2" in dm.prepared.problems[1]
+    assert "calm" not in dm.classes and len(dm.prepared.utterances) == 84 - 3
+
+
+def test_raise_stops_at_the_first_bad_file(tiny_manifest, tmp_path):
+    manifest, corrupt = _broken_copy(tiny_manifest, tmp_path)
+    with pytest.raises(DataError, match=f"{corrupt}: cannot decode audio"):
+        _module(manifest, tmp_path / "cache", on_error="raise")
+
+
+def test_unknown_on_error_policy_is_rejected(tiny_manifest, cache_dir):
+    with pytest.raises(Exception, match="data.on_error='ignore'"):
+        SERDataModule(corpus="manifest", manifest=str(tiny_manifest), cache_dir=str(cache_dir), on_error="ignore")
