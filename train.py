@@ -12,9 +12,6 @@ from omegaconf import DictConfig
 from ser.errors import SERError
 
 log = logging.getLogger("ser")
-
-# Lightning's own console handler would print every message twice next to Hydra's.
-logging.getLogger("lightning.pytorch").handlers.clear()
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 
@@ -23,6 +20,9 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from ser.pipeline import train
+
+    # Lightning's own console handler would print every message twice next to Hydra's.
+    logging.getLogger("lightning.pytorch").handlers.clear()
 
     try:
         results = train(cfg, HydraConfig.get().runtime.output_dir)

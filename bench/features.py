@@ -37,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, help="directory of .wav files (default: the built-in corpus)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     root = args.root or synthetic.generate(default_cache_dir() / "corpora" / "synthetic").parent
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav")

@@ -17,8 +17,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import SERDataModule
-from ser.io import write_json
+from ser.io import write_json, write_text
 from ser.models.module import SERClassifier
+from ser.quant.report import accuracy_vs_bits_figure, render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,20 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+def _report(results: dict[str, Any], output_dir: Path, logger: TensorBoardLogger) -> None:
+    """Table 4 for this run: report.md, the console, and TensorBoard (text and Figure-1 plot)."""
+    import matplotlib.pyplot as plt
+
+    markdown = render_markdown(results)
+    write_text(output_dir / "report.md", markdown)
+    log.info("quantization report (%s):\n%s", output_dir / "report.md", markdown)
+    logger.experiment.add_text("quant/report", markdown)
+    figure = accuracy_vs_bits_figure(results)
+    figure.savefig(output_dir / "accuracy_vs_bits.png", dpi=120)
+    logger.experiment.add_figure("quant/accuracy_vs_bits", figure)
+    plt.close(figure)
+
+
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Run the configured experiment and return (and write) its results."""
     output_dir = Path(output_dir)
@@ -51,7 +66,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         cfg.model, n_features=datamodule.n_features, classes=datamodule.classes, feature_mean=mean, feature_std=std
     )
     logger = TensorBoardLogger(str(output_dir), name="tensorboard", version="", default_hp_metric=False)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_callbacks(cfg), logger=logger)
+    quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
+    callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
 
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
@@ -81,10 +98,13 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "skipped": datamodule.prepared.problems,
         "best_checkpoint": trainer.checkpoint_callback.best_model_path if best else None,
     }
+    metrics = {f"hparams/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar")}
+    if quantization is not None:
+        results.update(quantization.results)
+        _report(results, output_dir, logger)
     logger.log_hyperparams(
         _hparams(cfg),
-        metrics={"hparams/val_acc": results["baseline"]["val_acc"], "hparams/test_acc": results["baseline"]["test_acc"],
-                 "hparams/test_uar": results["baseline"]["test_uar"]},
+        metrics={**metrics, **{f"hparams/laq_{k}": results["laq"][k] for k in ("test_acc", "avg_bits") if "laq" in results}},
     )
     logger.finalize("success")
     write_json(output_dir / "results.json", results)

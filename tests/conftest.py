@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,27 @@ def default_corpus(cache_dir) -> Path:
     root = cache_dir / "corpora" / "synthetic"
     synthetic.generate(root)
     return root
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_train(*overrides: str, cache_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    """``python train.py`` as a user runs it, writing to ``run_dir``."""
+    env = {**os.environ, "SER_CACHE_DIR": str(cache_dir)}
+    return subprocess.run(
+        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+@pytest.fixture(scope="session")
+def default_run(default_corpus, cache_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """One ``python train.py`` with every default (built-in corpus, LAQ), shared by the tests that inspect it."""
+    run_dir = tmp_path_factory.mktemp("default_run")
+    proc = run_train(cache_dir=cache_dir, run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir, json.loads((run_dir / "results.json").read_text())
 
 
 def env_path(name: str) -> Path:

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import run_train
 
 
-def run_train(*overrides: str, cache_dir: Path, run_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SER_CACHE_DIR": str(cache_dir)}
-    return subprocess.run(
-        [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-
-
-def test_default_run_trains_well_above_chance_and_writes_results(default_corpus, cache_dir, tmp_path):
-    proc = run_train(cache_dir=cache_dir, run_dir=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+def test_default_run_trains_well_above_chance_and_writes_results(default_run):
+    run_dir, results = default_run
     assert results["data"] == "synthetic" and results["seed"] == 0
     assert results["classes"] == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
     assert results["n_params"] == 180 * 256 + 256 + 256 * 512 + 512 + 512 * 64 + 64 + 64 * 7 + 7
@@ -33,14 +19,17 @@ def test_default_run_trains_well_above_chance_and_writes_results(default_corpus,
     assert baseline["test_acc"] > 0.5, "7 classes: chance is 0.14"
     assert 0 <= baseline["test_uar"] <= 1 and 0 <= baseline["val_acc"] <= 1
     assert set(results["timing_s"]) >= {"features", "train"} and results["skipped_files"] == 0
-    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == ["test.csv", "train.csv", "val.csv"]
-    assert (tmp_path / "checkpoints" / "best.ckpt").exists()
+    assert sorted(p.name for p in (run_dir / "splits").iterdir()) == ["test.csv", "train.csv", "val.csv"]
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()
 
 
 def test_tensorboard_gets_curves_test_metrics_confusion_matrix_and_hparams(tiny_manifest, cache_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=3", cache_dir=cache_dir, run_dir=tmp_path)
+    proc = run_train(
+        "data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=3", "quant=none",
+        cache_dir=cache_dir, run_dir=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
     scalars = set(events.Tags()["scalars"])
@@ -51,11 +40,11 @@ def test_tensorboard_gets_curves_test_metrics_confusion_matrix_and_hparams(tiny_
 
 
 def test_same_config_and_seed_reproduce_the_same_numbers(tiny_manifest, cache_dir, tmp_path):
-    args = ("data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=4", "seed=7")
+    args = ("data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=4", "seed=7", "quant=fixed")
     for name in ("a", "b"):
         assert run_train(*args, cache_dir=cache_dir, run_dir=tmp_path / name).returncode == 0
     a, b = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("a", "b"))
-    assert a["baseline"] == b["baseline"]
+    assert a["baseline"] == b["baseline"] and a["fixed"] == b["fixed"]
 
 
 def test_missing_corpus_gives_one_line_error_with_download_hint(cache_dir, tmp_path):

@@ -93,7 +93,7 @@ class SERDataModule(L.LightningDataModule):
         num_workers: int = 0,
         min_duration_s: float = 0.1,
         extract_device: str = "auto",
-        extract_batch_size: int = 16,
+        extract_batch_size: int = 8,
     ) -> None:
         super().__init__()
         self.corpus = corpus

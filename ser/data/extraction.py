@@ -92,7 +92,7 @@ def load_features(
     cache_dir: Path | None,
     checks: AudioChecks = AudioChecks(),
     device: str = "auto",
-    batch_size: int = 16,
+    batch_size: int = 8,
 ) -> FeatureTable:
     """Features for ``utterances``, from the cache when it holds them; bad files go to ``problems``.
 

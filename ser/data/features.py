@@ -83,7 +83,7 @@ class FeatureExtractor:
 
     config: FeatureConfig = field(default_factory=FeatureConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    batch_size: int = 64
+    batch_size: int = 8
 
     def __post_init__(self) -> None:
         c = self.config
@@ -109,7 +109,7 @@ class FeatureExtractor:
         half = c.n_fft // 2
         framed = torch.nn.functional.pad(audio, (half, half)).unfold(-1, c.n_fft, c.hop_length)
         spectrum = torch.fft.rfft(framed * self._window)  # (B, T, F): contiguous along F
-        power = spectrum.real.square() + spectrum.imag.square()
+        power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
         n_frames = self.n_frames(lengths)
         valid = torch.arange(power.shape[1], device=audio.device)[None, :] < n_frames[:, None]
         # One matmul for both filterbanks when chroma uses the power spectrum (the default).

@@ -1,0 +1,1 @@
+"""Weight quantization: fixed bit-widths and the paper's layer-wise adaptive search (LAQ)."""

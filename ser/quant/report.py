@@ -1,0 +1,75 @@
+"""The paper's Table 4 (size, accuracy, average bits) and Figure 1 (accuracy vs bits) for one run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Baseline, fixed 8…1, LAQ (and its fine-tuned variant and greedy baseline when present)."""
+    base = results["baseline"]
+    rows = [{"model": "32-bit baseline", **{k: base[k] for k in ("size_kb", "val_acc", "test_acc", "avg_bits")}}]
+    rows += [{"model": f"{f['bits']}-bit fixed", **f} for f in results.get("fixed", [])]
+    laq = results.get("laq")
+    if laq:
+        rows.append({"model": "LAQ", **laq})
+        if laq.get("qat"):
+            rows.append({"model": "LAQ + QAT fine-tuning", **{**laq, **laq["qat"]}})
+    if results.get("greedy"):
+        rows.append({"model": "sensitivity greedy", **results["greedy"]})
+    return rows
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        f"# {results['data']} (seed {results['seed']}, {results['n_params']:,} parameters)",
+        "",
+        "| model | size (KB) | val acc (%) | test acc (%) | avg bits |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in table_rows(results):
+        lines.append(
+            f"| {row['model']} | {row['size_kb']:.1f} | {100 * row['val_acc']:.2f} | {100 * row['test_acc']:.2f} "
+            f"| {row['avg_bits']:.2f} |"
+        )
+    laq = results.get("laq")
+    if laq:
+        lines += [
+            "",
+            f"LAQ: T_margin = {laq['t_margin']} pp, weights {laq['weights']}, "
+            f"{laq['evaluations']} evaluations in {laq['search_s']:.2f} s.",
+            "",
+            "| layer | params | N_P | N_E | N_V | importance | rank | margin (pp) | bits |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for l in laq["layers"]:
+            lines.append(
+                f"| {l['name']} | {l['params']:,} | {l['n_p']:.4f} | {l['n_e']:.4f} | {l['n_v']:.4f} "
+                f"| {l['importance']:.4f} | {l['rank']} | {l['margin']:.3f} | {l['bits']} |"
+            )
+    lines += ["", "Sizes count weights at their bit-width and biases and scales at 32 bits; KB = 1000 bytes."]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_vs_bits_figure(results: dict[str, Any]):
+    """Test accuracy against average bit-width: the fixed curve and the LAQ star (Figure 1)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fixed = sorted(results.get("fixed", []), key=lambda f: f["avg_bits"])
+    if fixed:
+        ax.plot([f["avg_bits"] for f in fixed], [100 * f["test_acc"] for f in fixed], "o-", label="fixed")
+    ax.axhline(100 * results["baseline"]["test_acc"], color="gray", linestyle="--", label="32-bit baseline")
+    if results.get("laq"):
+        laq = results["laq"]
+        ax.plot([laq["avg_bits"]], [100 * laq["test_acc"]], "*", markersize=16, color="crimson", label="LAQ")
+    ax.set_xlabel("average bit-width (Eq. 6)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{results['data']}, seed {results['seed']}")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

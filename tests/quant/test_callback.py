@@ -1,0 +1,77 @@
+"""The quantization callback: on any Linear/Conv network, and end to end through train.py."""
+
+from __future__ import annotations
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from ser.quant.callback import LayerwiseAdaptiveQuantization
+from ser.quant.evaluation import SplitTensors, accuracy
+
+
+def _conv_task() -> tuple[nn.Module, SplitTensors, SplitTensors]:
+    """A small conv net trained to tell rising from falling ramps (plus noise)."""
+    gen = torch.Generator().manual_seed(0)
+    ramps = torch.linspace(-1, 1, 16)
+
+    def data(n):
+        y = torch.randint(0, 2, (n,), generator=gen)
+        x = torch.where(y[:, None] == 1, ramps, -ramps) + 0.8 * torch.randn(n, 16, generator=gen)
+        return SplitTensors(x[:, None, :], y)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 8, 5), nn.ReLU(), nn.Conv1d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10, 2))
+    train = data(512)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(train.inputs), train.targets).backward()
+        opt.step()
+    return net, data(200), data(200)
+
+
+def test_laq_chooses_per_layer_bits_on_a_conv_network():
+    net, val, test = _conv_task()
+    before = [p.detach().clone() for p in net.parameters()]
+    full = accuracy(net, val)
+    results = LayerwiseAdaptiveQuantization(t_margin=3.0).run(net, val, test)
+    assert full > 0.8
+    assert [f["bits"] for f in results["fixed"]] == [8, 7, 6, 5, 4, 3, 2, 1]
+    laq = results["laq"]
+    assert [l["name"] for l in laq["layers"]] == ["0", "2", "5"]
+    assert all(1 <= l["bits"] <= 8 for l in laq["layers"]) and laq["avg_bits"] < 8
+    assert 100 * (full - laq["val_acc"]) <= 3.0 + 1e-6
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "weights restored after the search"
+
+
+def test_qat_fine_tuning_is_reported_next_to_laq():
+    net, val, test = _conv_task()
+    loader = lambda: [(val.inputs, val.targets)]  # noqa: E731
+    laq = LayerwiseAdaptiveQuantization(fixed_bits=[], min_bits=1, max_bits=1, qat_epochs=20, qat_lr=1e-3).run(net, val, test, loader)["laq"]
+    assert laq["qat"]["epochs"] == 20 and laq["qat"]["avg_bits"] == laq["avg_bits"]
+    assert laq["qat"]["val_acc"] >= laq["val_acc"]
+
+
+def test_default_run_quantizes_well_below_8_bits_within_the_margin(default_run):
+    run_dir, results = default_run
+    laq, baseline = results["laq"], results["baseline"]
+    assert [f["bits"] for f in results["fixed"]] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert results["fixed"][-1]["test_acc"] < baseline["test_acc"], "1 bit must cost accuracy on the built-in corpus"
+    assert laq["avg_bits"] < 5
+    assert 100 * (baseline["val_acc"] - laq["val_acc"]) <= laq["t_margin"] + 1e-6
+    assert laq["size_kb"] < results["fixed"][0]["size_kb"]
+    assert laq["evaluations"] >= len(laq["layers"]) and laq["search_s"] < 10
+    assert {l["rank"] for l in laq["layers"]} == {1, 2, 3, 4}
+
+
+def test_default_run_writes_report_quantized_model_and_tensorboard_views(default_run):
+    run_dir, results = default_run
+    report = (run_dir / "report.md").read_text()
+    assert "| 32-bit baseline |" in report and "| 1-bit fixed |" in report and "| LAQ |" in report
+    saved = torch.load(run_dir / "quantized.pt", weights_only=True)
+    assert {name: layer["bits"] for name, layer in saved["layers"].items()} == {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0}).Reload()
+    assert {"quant/fixed/test_acc", "quant/laq/avg_bits", "laq/bits/net.0", "laq/importance/net.0"} <= set(events.Tags()["scalars"])
+    assert "quant/accuracy_vs_bits" in events.Tags()["images"]
+    assert "quant/report/text_summary" in events.Tags()["tensors"]

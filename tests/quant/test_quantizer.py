@@ -1,0 +1,94 @@
+"""Quantizer levels, scales, sizes and the average bit-width on models with known sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, average_bits, model_size_kb, quantize
+
+
+@pytest.fixture
+def weight() -> torch.Tensor:
+    return torch.randn(64, 50, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_uniform_levels_are_symmetric_and_at_most_2_to_the_bits(weight, bits):
+    q, (scale,) = quantize(weight, bits)
+    levels = torch.unique(q)
+    assert len(levels) <= 2**bits
+    top = 2 ** (bits - 1) - 1
+    assert scale == pytest.approx(float(weight.abs().max()) / top)
+    torch.testing.assert_close(levels / scale, torch.round(levels / scale))  # integer multiples of the step
+    assert float(q.abs().max()) == pytest.approx(float(weight.abs().max()), rel=1e-6)
+
+
+def test_one_bit_gives_plus_minus_mean_absolute_weight(weight):
+    q, (alpha,) = quantize(weight, 1)
+    assert alpha == pytest.approx(float(weight.abs().mean()))
+    assert torch.unique(q).tolist() == pytest.approx([-float(alpha), float(alpha)])
+    assert torch.equal(q > 0, weight >= 0)
+
+
+def test_two_bits_use_minus_one_zero_one_times_the_scale():
+    w = torch.tensor([[-1.0, -0.6, -0.4, 0.0, 0.3, 0.51, 1.0]])
+    q, _ = quantize(w, 2)
+    assert q.tolist() == [[-1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0]]
+
+
+def test_per_channel_scales_follow_each_output_row():
+    w = torch.tensor([[1.0, -0.5], [10.0, 5.0]])
+    _, scales = quantize(w, 3, QuantizerConfig(per_channel=True))
+    assert scales.tolist() == pytest.approx([1 / 3, 10 / 3])
+
+
+def test_mse_clipping_reduces_reconstruction_error(weight):
+    plain, _ = quantize(weight, 2)
+    clipped, _ = quantize(weight, 2, QuantizerConfig(mse_clip=True))
+    assert (clipped - weight).square().sum() < 0.8 * (plain - weight).square().sum()
+
+
+def test_bits_outside_1_to_8_are_rejected(weight):
+    with pytest.raises(ValueError, match="1..8"):
+        quantize(weight, 9)
+
+
+def _known_model() -> nn.Module:
+    # 10·20 + 20 = 220 and 20·5 + 5 = 105 parameters: 325 in all.
+    return nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+
+
+def test_average_bits_is_the_parameter_weighted_mean_of_eq6():
+    model = _known_model()
+    assert average_bits(model, {"0": 2, "2": 8}) == pytest.approx((220 * 2 + 105 * 8) / 325)
+    assert average_bits(model, {}) == 32
+
+
+def test_size_counts_weights_at_their_bits_and_biases_and_scales_at_32():
+    model = _known_model()
+    bits = {"0": 2, "2": 8}
+    expected_bits = 200 * 2 + 20 * 32 + 32 + 100 * 8 + 5 * 32 + 32
+    assert model_size_kb(model, bits) == pytest.approx(expected_bits / 8 / 1000)
+    assert model_size_kb(model, bits, QuantizerConfig(per_channel=True)) == pytest.approx(
+        (expected_bits - 64 + 32 * (20 + 5)) / 8 / 1000
+    )
+    assert model_size_kb(model, {}) == pytest.approx(325 * 4 / 1000)
+
+
+def test_size_counts_parameters_outside_linear_and_conv_at_32_bits():
+    model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(8, 2))
+    bits = {"0": 4, "3": 4}
+    conv, linear = 12 * 4 + 4 * 32 + 32, 16 * 4 + 2 * 32 + 32
+    assert model_size_kb(model, bits) == pytest.approx((conv + linear + 8 * 32) / 8 / 1000)
+
+
+def test_quantized_weights_apply_and_restore_exactly():
+    model = _known_model()
+    original = model[0].weight.detach().clone()
+    swap = QuantizedWeights(model)
+    swap.apply({"0": 1})
+    assert len(torch.unique(model[0].weight)) == 2
+    swap.restore()
+    assert torch.equal(model[0].weight, original)

@@ -1,0 +1,66 @@
+"""Eq. 5 search on a scripted evaluator with a known accuracy table."""
+
+from __future__ import annotations
+
+import pytest
+
+from ser.quant.importance import LayerImportance
+from ser.quant.search import adaptive_margins, laq_search, rank_layers
+
+
+def _layer(name: str, importance: float) -> LayerImportance:
+    return LayerImportance(name, 100, 0.25, 0.2, 0.8, importance)
+
+
+LAYERS = [_layer("fc1", 0.5), _layer("fc2", 0.8), _layer("fc3", 0.4), _layer("out", 0.2)]
+
+# Accuracy drop (percentage points) each layer causes at each bit-width; drops add up.
+DROP = {
+    "fc2": {1: 9.0, 2: 3.0, 3: 0.5},
+    "fc1": {1: 5.0, 2: 1.0},
+    "fc3": {1: 0.4},
+    "out": {1: 2.0, 2: 0.6, 3: 0.0},
+}
+BASELINE = 0.80
+
+
+def scripted(calls: list[dict[str, int]]):
+    def evaluate(bits: dict[str, int]) -> float:
+        calls.append(dict(bits))
+        return BASELINE - sum(DROP[name].get(b, 0.0) for name, b in bits.items()) / 100
+
+    return evaluate
+
+
+def test_layers_are_ranked_most_important_first():
+    assert [l.name for l in rank_layers(LAYERS)] == ["fc2", "fc1", "fc3", "out"]
+
+
+def test_margins_scale_with_the_importance_ratio_to_the_previous_layer():
+    margins = adaptive_margins(rank_layers(LAYERS), t_margin=2.0)
+    assert margins == pytest.approx([2.0, 2.0 * 0.5 / 0.8, 2.0 * 0.4 / 0.5, 2.0 * 0.2 / 0.4])
+
+
+def test_search_picks_the_lowest_bits_within_each_margin():
+    calls: list[dict[str, int]] = []
+    result = laq_search(LAYERS, scripted(calls), BASELINE, t_margin=2.0)
+    # fc2: 1 bit drops 9, 2 bits drop 3 > 2.0, 3 bits drop 0.5 → 3.
+    # fc1 (margin 1.25): 1 bit → 5.5, 2 bits → 1.5 > 1.25, 3 bits → 0.5 → 3.
+    # fc3 (margin 1.6): 1 bit → 0.9 → 1.  out (margin 1.0): 1 → 2.9, 2 → 1.5, 3 → 0.9 → 3.
+    assert result.bits == {"fc2": 3, "fc1": 3, "fc3": 1, "out": 3}
+    assert [c.rank for c in result.choices] == [1, 2, 3, 4]
+    assert result.evaluations == len(calls) == 3 + 3 + 1 + 3
+    assert calls[3] == {"fc2": 3, "fc1": 1}  # earlier layers keep their bits, later ones stay full precision
+    assert result.accuracy == pytest.approx(BASELINE - 0.009)
+    assert [c.drop for c in result.choices] == pytest.approx([0.5, 0.5, 0.9, 0.9])
+
+
+def test_layer_falls_back_to_maximum_bits_when_nothing_fits():
+    result = laq_search([_layer("fc2", 1.0)], scripted([]), BASELINE, t_margin=0.1, bit_range=[1, 2])
+    assert result.bits == {"fc2": 2}
+    assert result.choices[0].drop == pytest.approx(3.0)
+
+
+def test_zero_importance_keeps_the_margin_constant():
+    layers = [_layer("a", 0.0), _layer("b", 0.0)]
+    assert adaptive_margins(layers, 1.5) == [1.5, 1.5]
