@@ -1,15 +1,20 @@
-"""Train a speech-emotion model (and, per config, quantize it). Usage: ``python train.py [overrides]``."""
+"""Train a speech-emotion model, then quantize it as configured. Usage: ``python train.py [overrides]``."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 import warnings
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from ser.errors import SERError
+from ser.io import write_json
 
 log = logging.getLogger("ser")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
@@ -17,19 +22,28 @@ warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-
     from ser.pipeline import train
 
     # Lightning's own console handler would print every message twice next to Hydra's.
-    logging.getLogger("lightning.pytorch").handlers.clear()
-
+    logging.getLogger("lightning").handlers.clear()
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        results = train(cfg, HydraConfig.get().runtime.output_dir)
-    except SERError as exc:
+        results = train(cfg, output_dir)
+    except Exception as exc:
+        # failed.json lets `ser report` list the job; other jobs of a sweep carry on.
+        user_error = isinstance(exc, SERError)
+        write_json(output_dir / "failed.json", {
+            "error": str(exc) if user_error else f"{type(exc).__name__}: {exc}",
+            "traceback": None if user_error else traceback.format_exc(),
+        })
+        if not user_error:
+            raise
         log.error("%s", exc)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
         sys.exit(1)
-    return results["baseline"]["val_acc"]
+    return results["objective"]
 
 
 if __name__ == "__main__":

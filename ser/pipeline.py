@@ -40,6 +40,14 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
+def objective(results: dict[str, Any], bit_budget: float | None) -> float:
+    """What a sweeper maximises: accuracy at a bit budget, so over-budget trials rank last."""
+    if bit_budget is None or "laq" not in results:
+        return results["baseline"]["val_acc"]
+    laq = results["laq"]
+    return laq["val_acc"] - max(0.0, laq["avg_bits"] - bit_budget)
+
+
 def _report(results: dict[str, Any], output_dir: Path, logger: TensorBoardLogger) -> None:
     """Table 4 for this run: report.md, the console, and TensorBoard (text and Figure-1 plot)."""
     import matplotlib.pyplot as plt
@@ -102,6 +110,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     if quantization is not None:
         results.update(quantization.results)
         _report(results, output_dir, logger)
+    results["objective"] = objective(results, cfg.get("bit_budget"))
     logger.log_hyperparams(
         _hparams(cfg),
         metrics={**metrics, **{f"hparams/laq_{k}": results["laq"][k] for k in ("test_acc", "avg_bits") if "laq" in results}},

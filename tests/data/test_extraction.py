@@ -73,3 +73,21 @@ def test_bad_file_stops_the_run_under_raise(corpus, tmp_path):
     sf.write(corpus[5].path, np.zeros(16000, dtype=np.float32), 16000)
     with pytest.raises(DataError, match=f"{corpus[5].path}: clip is silent.*data.on_error=skip"):
         load_features(corpus, CONFIG, Problems("raise"), tmp_path / "cache")
+
+
+def _extract_in_process(args):
+    manifest, cache = args
+    corpus = load_corpus("manifest", manifest=manifest)[:12]
+    table = load_features(corpus, CONFIG, Problems(), cache)
+    return table.from_cache, table.features
+
+
+def test_two_processes_extracting_at_once_share_one_complete_cache_entry(tiny_manifest, tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        (a_cached, a), (b_cached, b) = pool.map(_extract_in_process, [(tiny_manifest, tmp_path)] * 2)
+    assert sorted([a_cached, b_cached]) == [False, True], "one extracts, the other waits and loads"
+    np.testing.assert_array_equal(a, b)
+    assert len(list((tmp_path / "features").glob("*.npz"))) == 1
+    assert not list((tmp_path / "features").glob("*.tmp"))

@@ -1,0 +1,265 @@
+"""Aggregate a multirun directory: mean ± std over seeds/folds, tables, plots, TensorBoard.
+
+    python -m ser.report multirun/2026-11-21_12-00-00      (or: ser report …)
+
+Every job directory of the sweep (one with ``.hydra/overrides.yaml``) counts: finished jobs
+by their ``results.json``, failed ones by ``failed.json`` (or by having neither). Jobs are
+grouped by the overrides that vary across the sweep, except the replicate keys (``seed`` and
+``data.split.fold`` by default), over which means and standard deviations are taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+from ser.io import atomic_path, write_text  # noqa: E402
+
+REPLICATE_KEYS = ("seed", "data.split.fold")
+BITS = (8, 7, 6, 5, 4, 3, 2, 1)
+
+
+@dataclass
+class Job:
+    path: Path
+    overrides: dict[str, str]
+    results: dict[str, Any] | None
+    error: str | None
+
+
+@dataclass
+class Group:
+    key: tuple[tuple[str, str], ...]
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.key) or "all"
+
+
+def _metrics(results: dict[str, Any]) -> dict[str, float]:
+    """The numbers that are averaged, flattened to ``section/metric`` names."""
+    out = {f"baseline/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar", "size_kb")}
+    out["n_params"] = results["n_params"]
+    for row in results.get("fixed", []):
+        for k in ("val_acc", "test_acc", "size_kb", "avg_bits"):
+            out[f"fixed{row['bits']}/{k}"] = row[k]
+    laq = results.get("laq")
+    if laq:
+        for k in ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits", "evaluations", "search_s"):
+            out[f"laq/{k}"] = laq[k]
+        if laq.get("qat"):
+            for k in ("val_acc", "test_acc"):
+                out[f"laq_qat/{k}"] = laq["qat"][k]
+    return out
+
+
+def find_jobs(root: Path) -> list[Job]:
+    jobs = []
+    for overrides_file in sorted(root.rglob(".hydra/overrides.yaml")):
+        job_dir = overrides_file.parent.parent
+        overrides = {}
+        for item in yaml.safe_load(overrides_file.read_text()) or []:
+            key, _, value = str(item).partition("=")
+            overrides[key.lstrip("+~")] = value
+        results_file, failed_file = job_dir / "results.json", job_dir / "failed.json"
+        results = json.loads(results_file.read_text()) if results_file.exists() else None
+        error = None
+        if results is None:
+            error = json.loads(failed_file.read_text())["error"] if failed_file.exists() else "no results.json (job did not finish)"
+        jobs.append(Job(job_dir, overrides, results, error))
+    return jobs
+
+
+def group_jobs(jobs: Sequence[Job], replicate_keys: Sequence[str] = REPLICATE_KEYS) -> list[Group]:
+    keys = sorted({k for j in jobs for k in j.overrides})
+    varying = [k for k in keys if k not in replicate_keys and len({j.overrides.get(k) for j in jobs}) > 1]
+    groups: dict[tuple, Group] = {}
+    for job in jobs:
+        key = tuple((k, job.overrides.get(k, "")) for k in varying)
+        groups.setdefault(key, Group(key)).jobs.append(job)
+    return list(groups.values())
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarize(group: Group) -> dict[str, tuple[float, float]]:
+    per_job = [_metrics(j.results) for j in group.jobs if j.results is not None]
+    names = sorted({k for m in per_job for k in m})
+    return {k: mean_std([m[k] for m in per_job if k in m]) for k in names}
+
+
+def _pct(stats: dict[str, tuple[float, float]], key: str) -> str:
+    if key not in stats:
+        return "–"
+    mean, std = stats[key]
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _num(stats: dict[str, tuple[float, float]], key: str, digits: int = 2) -> str:
+    if key not in stats:
+        return "–"
+    mean, std = stats[key]
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def render_markdown(root: Path, groups: Sequence[Group]) -> str:
+    lines = [f"# Summary of {root}", ""]
+    for group in groups:
+        stats = summarize(group)
+        done = [j for j in group.jobs if j.results is not None]
+        lines += [f"## {group.name}", "", f"{len(done)} of {len(group.jobs)} jobs finished; mean ± std over them.", ""]
+        if not done:
+            continue
+        lines += ["| model | size (KB) | val acc (%) | test acc (%) | test UAR (%) | avg bits |", "|---|---:|---:|---:|---:|---:|"]
+        lines.append(f"| 32-bit baseline | {_num(stats, 'baseline/size_kb', 1)} | {_pct(stats, 'baseline/val_acc')} "
+                     f"| {_pct(stats, 'baseline/test_acc')} | {_pct(stats, 'baseline/test_uar')} | 32 |")
+        for b in BITS:
+            if f"fixed{b}/test_acc" in stats:
+                lines.append(f"| {b}-bit fixed | {_num(stats, f'fixed{b}/size_kb', 1)} | {_pct(stats, f'fixed{b}/val_acc')} "
+                             f"| {_pct(stats, f'fixed{b}/test_acc')} | – | {b} |")
+        if "laq/test_acc" in stats:
+            lines.append(f"| LAQ | {_num(stats, 'laq/size_kb', 1)} | {_pct(stats, 'laq/val_acc')} | {_pct(stats, 'laq/test_acc')} "
+                         f"| {_pct(stats, 'laq/test_uar')} | {_num(stats, 'laq/avg_bits')} |")
+            lines += ["", f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."]
+        if "laq_qat/test_acc" in stats:
+            lines.append(f"LAQ + QAT: val {_pct(stats, 'laq_qat/val_acc')}, test {_pct(stats, 'laq_qat/test_acc')}.")
+        lines.append("")
+    failed = [j for g in groups for j in g.jobs if j.results is None]
+    lines += ["## Failed jobs", ""]
+    lines += [f"- `{j.path}` ({' '.join(f'{k}={v}' for k, v in j.overrides.items())}): {j.error}" for j in failed] or ["none"]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, groups: Sequence[Group]) -> None:
+    group_keys = [k for k, _ in groups[0].key] if groups else []
+    summaries = [summarize(g) for g in groups]
+    metrics = sorted({k for s in summaries for k in s})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([*group_keys, "n_jobs", "n_finished", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")]])
+        for group, stats in zip(groups, summaries):
+            finished = sum(j.results is not None for j in group.jobs)
+            row = [v for _, v in group.key] + [len(group.jobs), finished]
+            for m in metrics:
+                row += list(stats.get(m, (math.nan, math.nan)))
+            writer.writerow(row)
+
+
+def accuracy_vs_bits_figure(groups: Sequence[Group]):
+    """Fixed-bit curves (mean ± std) and LAQ stars per group, as the paper's Figures 1 and 3."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, group in enumerate(groups):
+        stats = summarize(group)
+        if "baseline/test_acc" not in stats:
+            continue
+        color = f"C{i % 10}"
+        bits = [b for b in BITS if f"fixed{b}/test_acc" in stats]
+        if bits:
+            ax.errorbar(bits, [100 * stats[f"fixed{b}/test_acc"][0] for b in bits],
+                        yerr=[100 * stats[f"fixed{b}/test_acc"][1] for b in bits], marker="o", color=color,
+                        capsize=2, label=f"{group.name} fixed")
+        if "laq/test_acc" in stats:
+            ax.errorbar([stats["laq/avg_bits"][0]], [100 * stats["laq/test_acc"][0]], xerr=[stats["laq/avg_bits"][1]],
+                        yerr=[100 * stats["laq/test_acc"][1]], marker="*", markersize=15, color=color, capsize=2,
+                        linestyle="none", label=f"{group.name} LAQ")
+    ax.set_xlabel("average bit-width")
+    ax.set_ylabel("test accuracy (%), mean ± std")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_by_group_figure(groups: Sequence[Group]):
+    """Baseline and LAQ test accuracy per group (e.g. per depth, Table 2)."""
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(groups)), 3.5))
+    x = np.arange(len(groups))
+    stats = [summarize(g) for g in groups]
+    for offset, key, label in ((-0.2, "baseline/test_acc", "32-bit"), (0.2, "laq/test_acc", "LAQ")):
+        means = [100 * s.get(key, (np.nan, 0))[0] for s in stats]
+        stds = [100 * s.get(key, (0, 0))[1] for s in stats]
+        ax.bar(x + offset, means, 0.4, yerr=stds, capsize=3, label=label)
+    ax.set_xticks(x, [g.name for g in groups], rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _save_figure(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def _tensorboard(root: Path, groups: Sequence[Group], markdown: str, figures: dict[str, Any]) -> None:
+    """One HPARAMS row per group (its overrides → its mean metrics), plus the tables and plots."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    log_dir = root / "tensorboard_summary"
+    with SummaryWriter(str(log_dir)) as writer:
+        writer.add_text("summary", markdown)
+        for name, figure in figures.items():
+            writer.add_figure(name, figure, close=False)
+        for i, group in enumerate(groups):
+            stats = summarize(group)
+            metrics = {f"summary/{k}": v[0] for k, v in stats.items() if k.startswith(("baseline/", "laq/"))}
+            if metrics:
+                writer.add_hparams(dict(group.key) or {"group": "all"}, metrics, run_name=f"group{i}")
+
+
+def report(root: str | Path, replicate_keys: Sequence[str] = REPLICATE_KEYS) -> list[Group]:
+    """Write summary.md, summary.csv, the plots and TensorBoard views into ``root``."""
+    root = Path(root)
+    jobs = find_jobs(root)
+    if not jobs:
+        raise SystemExit(f"error: no Hydra jobs (.hydra/overrides.yaml) under {root}; pass a multirun directory")
+    groups = group_jobs(jobs, replicate_keys)
+    markdown = render_markdown(root, groups)
+    write_text(root / "summary.md", markdown)
+    write_csv(root / "summary.csv", groups)
+    figures = {"accuracy_vs_bits": accuracy_vs_bits_figure(groups), "accuracy_by_group": accuracy_by_group_figure(groups)}
+    for name, figure in figures.items():
+        _save_figure(figure, root / f"{name}.png")
+    _tensorboard(root, groups, markdown, figures)
+    for figure in figures.values():
+        plt.close(figure)
+    return groups
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ser report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("multirun_dir", type=Path)
+    parser.add_argument("--over", default=",".join(REPLICATE_KEYS),
+                        help="comma-separated overrides to average over (default: %(default)s)")
+    args = parser.parse_args(argv)
+    groups = report(args.multirun_dir, [k for k in args.over.split(",") if k])
+    failed = sum(j.results is None for g in groups for j in g.jobs)
+    print((args.multirun_dir / "summary.md").read_text())
+    print(f"wrote {args.multirun_dir / 'summary.md'}, summary.csv, accuracy_vs_bits.png, accuracy_by_group.png, "
+          f"tensorboard_summary/ ({failed} failed job(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Every experiment, launcher and sweeper config composes (Hydra compose API, no training)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def compose_cfg():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        yield lambda *overrides: compose("train", overrides=list(overrides), return_hydra_config=True)
+    GlobalHydra.instance().clear()
+
+
+def test_default_config_is_the_paper_setup(compose_cfg):
+    cfg = compose_cfg()
+    assert cfg.data.corpus == "synthetic" and list(cfg.model.net.hidden) == [256, 512, 64]
+    assert cfg.model.net.dropout == 0.1 and cfg.model.optimizer.lr == 1e-3 and cfg.data.batch_size == 32
+    assert cfg.callbacks.early_stopping.patience == 5 and cfg.data.split.kind == "stratified"
+    assert dict(cfg.quant.weights) == {"w_p": 0.11, "w_e": 0.01, "w_v": 0.88}
+
+
+def test_table2_sweeps_the_papers_five_depths_over_five_seeds(compose_cfg):
+    cfg = compose_cfg("experiment=table2_depth", "data=emodb", "data.root=/x")
+    assert cfg.hydra.sweeper.params == {"model": "mlp_2hl,mlp_3hl,mlp_5hl,mlp_7hl,mlp_9hl", "seed": "range(5)"}
+    widths = {name: list(compose_cfg(f"model={name}").model.net.hidden) for name in cfg.hydra.sweeper.params.model.split(",")}
+    assert widths == {
+        "mlp_2hl": [256, 64],
+        "mlp_3hl": [256, 512, 64],
+        "mlp_5hl": [256, 512, 256, 128, 64],
+        "mlp_7hl": [256, 512, 384, 256, 128, 96, 64],
+        "mlp_9hl": [256, 512, 384, 256, 192, 128, 96, 72, 64],
+    }
+
+
+def test_table3_sweeps_the_nine_importance_weight_rows(compose_cfg):
+    cfg = compose_cfg("experiment=table3_weights")
+    rows = cfg.hydra.sweeper.params["quant/weights"].split(",")
+    weights = [tuple(compose_cfg(f"quant/weights={row}").quant.weights.values()) for row in rows]
+    assert weights == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5),
+                       (0.33, 0.33, 0.33), (0.11, 0.01, 0.88)]
+
+
+def test_table4_runs_laq_over_five_seeds(compose_cfg):
+    cfg = compose_cfg("experiment=table4")
+    assert cfg.hydra.sweeper.params == {"seed": "range(5)"} and cfg.quant.laq and list(cfg.quant.fixed_bits) == [8, 7, 6, 5, 4, 3, 2, 1]
+
+
+def test_loso_sweeps_speaker_folds(compose_cfg):
+    cfg = compose_cfg("experiment=loso", "data=emodb")
+    assert cfg.data.split.kind == "loso" and cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
+
+
+def test_optuna_tunes_lr_dropout_depth_and_margin_at_a_bit_budget(compose_cfg):
+    cfg = compose_cfg("experiment=optuna")
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
+    assert set(cfg.hydra.sweeper.params) == {"model.optimizer.lr", "model.net.dropout", "model", "quant.t_margin"}
+    assert cfg.bit_budget == 2.0
+
+
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm_example", "SlurmLauncher")])
+def test_parallel_launchers_compose(compose_cfg, launcher, target):
+    cfg = compose_cfg(f"hydra/launcher={launcher}", "experiment=table4")
+    assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_ddp_trainer_config_uses_the_ddp_strategy(compose_cfg):
+    cfg = compose_cfg("trainer=ddp")
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "gpu"

@@ -1,0 +1,67 @@
+"""A real (tiny) multirun with one failing job, aggregated by ``ser report``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_manifest, cache_dir, tmp_path_factory):
+    """Leave-one-speaker-out folds 0 and 1 succeed; fold 7 does not exist (3 speakers) and fails."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    proc = subprocess.run(
+        [sys.executable, "train.py", "-m", "data=manifest", f"data.manifest={tiny_manifest}", "data/split=loso",
+         "data.split.fold=0,7,1", "trainer.max_epochs=3", "quant.fixed_bits=[4,1]", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=REPO, env={**os.environ, "SER_CACHE_DIR": str(cache_dir)}, capture_output=True, text=True, timeout=600,
+    )
+    report = subprocess.run([sys.executable, "-m", "ser.report", str(sweep_dir)], cwd=REPO, capture_output=True, text=True)
+    return sweep_dir, proc, report
+
+
+def test_failed_job_does_not_stop_the_others(sweep):
+    sweep_dir, proc, _ = sweep
+    assert proc.returncode != 0, "the sweep reports the failure"
+    assert (sweep_dir / "0" / "results.json").exists() and (sweep_dir / "2" / "results.json").exists()
+    failed = json.loads((sweep_dir / "1" / "failed.json").read_text())
+    assert "data.split.fold=7 is out of range" in failed["error"]
+
+
+def test_summary_csv_holds_mean_and_std_of_the_jobs(sweep):
+    sweep_dir, _, report = sweep
+    assert report.returncode == 0, report.stderr
+    (row,) = list(csv.DictReader(open(sweep_dir / "summary.csv")))
+    results = [json.loads((sweep_dir / j / "results.json").read_text()) for j in ("0", "2")]
+    assert (row["n_jobs"], row["n_finished"]) == ("3", "2")
+    for key, values in {
+        "baseline/test_acc": [r["baseline"]["test_acc"] for r in results],
+        "laq/avg_bits": [r["laq"]["avg_bits"] for r in results],
+        "fixed1/test_acc": [r["fixed"][1]["test_acc"] for r in results],
+    }.items():
+        assert float(row[f"{key}_mean"]) == pytest.approx(np.mean(values))
+        assert float(row[f"{key}_std"]) == pytest.approx(np.std(values, ddof=1))
+
+
+def test_summary_lists_the_failed_job_and_writes_plots(sweep):
+    sweep_dir, _, report = sweep
+    summary = (sweep_dir / "summary.md").read_text()
+    assert "2 of 3 jobs finished" in summary
+    assert "data.split.fold=7" in summary.split("## Failed jobs")[1]
+    assert (sweep_dir / "accuracy_vs_bits.png").stat().st_size > 1000
+    assert any((sweep_dir / "tensorboard_summary").iterdir())
+
+
+def test_jobs_are_grouped_by_the_overrides_that_vary(tmp_path):
+    from ser.report import Job, group_jobs
+
+    jobs = [Job(tmp_path, {"model": m, "seed": s, "data": "emodb"}, None, "x") for m in ("mlp_2hl", "mlp_3hl") for s in "01"]
+    groups = group_jobs(jobs)
+    assert [g.name for g in groups] == ["model=mlp_2hl", "model=mlp_3hl"] and [len(g.jobs) for g in groups] == [2, 2]
