@@ -68,9 +68,14 @@ def _metrics(results: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _natural(path: Path) -> list:
+    """Job 2 before job 10: sweep directories are numbered."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts]
+
+
 def find_jobs(root: Path) -> list[Job]:
     jobs = []
-    for overrides_file in sorted(root.rglob(".hydra/overrides.yaml")):
+    for overrides_file in sorted(root.rglob(".hydra/overrides.yaml"), key=_natural):
         job_dir = overrides_file.parent.parent
         overrides = {}
         for item in yaml.safe_load(overrides_file.read_text()) or []:

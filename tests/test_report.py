@@ -65,3 +65,14 @@ def test_jobs_are_grouped_by_the_overrides_that_vary(tmp_path):
     jobs = [Job(tmp_path, {"model": m, "seed": s, "data": "emodb"}, None, "x") for m in ("mlp_2hl", "mlp_3hl") for s in "01"]
     groups = group_jobs(jobs)
     assert [g.name for g in groups] == ["model=mlp_2hl", "model=mlp_3hl"] and [len(g.jobs) for g in groups] == [2, 2]
+
+
+def test_jobs_are_read_in_numeric_order(tmp_path):
+    from ser.report import find_jobs
+
+    for job in ("10", "2"):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- seed={job}\n")
+    jobs = find_jobs(tmp_path)
+    assert [j.overrides["seed"] for j in jobs] == ["2", "10"]
+    assert jobs[0].error == "no results.json (job did not finish)"

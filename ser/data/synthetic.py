@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -319,8 +320,13 @@ def _utterances(spec: SyntheticSpec) -> Iterator[tuple[str, str, np.ndarray]]:
                 yield f"{speaker_id}/{emotion}/{name}", emotion, pcm
 
 
+def _source_digest() -> str:
+    """Hash of this module's code: a corpus made by an older generator is rebuilt, not reused."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def _stamp(spec: SyntheticSpec) -> dict:
-    return {"generator": _GENERATOR, "format": FORMAT_VERSION, "spec": asdict(spec)}
+    return {"generator": _GENERATOR, "format": FORMAT_VERSION, "code": _source_digest(), "spec": asdict(spec)}
 
 
 def _read_stamp(root: Path) -> dict | None:

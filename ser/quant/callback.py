@@ -73,6 +73,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self.qat_lr = qat_lr
         self.save_dir = save_dir
         self.results: dict[str, Any] = {}
+        self.allocation: dict[str, int] = {}
+        self._weights: QuantizedWeights | None = None
 
     # -- Lightning hook -------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

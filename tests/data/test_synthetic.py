@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -104,6 +105,19 @@ def test_a_different_spec_replaces_an_earlier_generated_corpus(tmp_path):
     assert len(rows) == 3 * 7 and len(_wavs(root)) == 3 * 7
     assert json.loads((root / "spec.json").read_text())["spec"]["speakers"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "corpus.lock"]
+
+
+def test_a_corpus_from_older_generator_code_is_rebuilt(tmp_path):
+    manifest = synthetic.generate(tmp_path / "corpus", SMALL)
+    stamp_file = manifest.parent / "spec.json"
+    stamp = json.loads(stamp_file.read_text())
+    stamp_file.write_text(json.dumps({**stamp, "code": "older"}))
+    os.utime(manifest, ns=(1, 1))
+
+    synthetic.generate(tmp_path / "corpus", SMALL)
+
+    assert json.loads(stamp_file.read_text())["code"] == stamp["code"]
+    assert manifest.stat().st_mtime_ns != 1
 
 
 def test_refuses_to_overwrite_a_foreign_non_empty_directory(tmp_path):
