@@ -1,22 +1,26 @@
-"""The ``ser`` command: ``ser report <multirun dir>`` (training itself is ``python train.py``)."""
+"""The ``ser`` command. Training itself is ``python train.py``; this runs what comes after it.
+
+    ser report <multirun dir>           aggregate a sweep (summary.md/csv, plots)
+    ser export <run dir> -o m.serq      bit-packed quantized model (and --onnx m.onnx)
+    ser predict m.serq a.wav dir/ …     emotions as JSON lines (numpy + soundfile only)
+"""
 
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 from typing import Sequence
 
-from ser import report
-
-COMMANDS = {"report": report.main}
+# Imported on demand: `ser predict` must run on a device without torch or matplotlib.
+COMMANDS = {"report": "ser.report", "export": "ser.export", "predict": "ser.runtime.predict"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="ser", description="ser: speech emotion recognition with LAQ")
-    parser.add_argument("command", choices=sorted(COMMANDS), help="report: aggregate a multirun directory")
-    args, rest = parser.parse_known_args(argv[:1])
-    return COMMANDS[args.command](argv[1:])
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 
 if __name__ == "__main__":

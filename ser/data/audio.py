@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from ser.errors import DataError
 
@@ -23,6 +22,15 @@ class AudioChecks:
 
     min_duration_s: float = 0.1
     silence_peak: float = 1e-4
+
+
+def _resample(path: Path, samples: np.ndarray, native_rate: int, sample_rate: int) -> np.ndarray:
+    # Imported here so that the on-device runtime needs soxr only for audio at another rate.
+    try:
+        import soxr
+    except ImportError as exc:
+        raise DataError(f"{path}: is {native_rate} Hz, the model expects {sample_rate} Hz; resampling needs `pip install soxr`") from exc
+    return soxr.resample(samples, native_rate, sample_rate, quality="HQ")
 
 
 def load_audio(path: str | Path, sample_rate: int, checks: AudioChecks = AudioChecks()) -> np.ndarray:
@@ -47,5 +55,5 @@ def load_audio(path: str | Path, sample_rate: int, checks: AudioChecks = AudioCh
     if float(np.abs(samples).max()) < checks.silence_peak:
         raise DataError(f"{path}: clip is silent (peak below {checks.silence_peak})")
     if native_rate != sample_rate:
-        samples = soxr.resample(samples, native_rate, sample_rate, quality="HQ")
+        samples = _resample(path, samples, native_rate, sample_rate)
     return np.ascontiguousarray(samples, dtype=np.float32)

@@ -30,6 +30,7 @@ from ser.errors import DataError
 log = logging.getLogger(__name__)
 
 SPLIT_KINDS = ("stratified", "speaker", "loso")
+STD_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,18 @@ class SERDataModule(L.LightningDataModule):
         return self.prepared.features.shape[1]
 
     def standardization(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the training split; constant features get std 1 instead of 0."""
+        """Mean and std of the training split, with each std floored at STD_FLOOR of its block's scale.
+
+        A feature that varies by less than 1e-10 of its block's largest value (e.g. mel bands
+        above 8 kHz of 16 kHz audio resampled to 22.05 kHz, about 1e-13 here) holds only float32
+        rounding noise; dividing by its own tiny std would blow that noise up to unit variance
+        and make the model depend on it. Constant features get std 1.
+        """
         train = self.prepared.features[self.prepared.split.train].astype(np.float64)
         std = train.std(axis=0)
-        std[std < 1e-12] = 1.0
+        for _, block in self.feature_config.blocks():
+            std[block] = np.maximum(std[block], STD_FLOOR * np.abs(train[:, block]).max())
+        std[std == 0] = 1.0
         return torch.tensor(train.mean(axis=0), dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
 
     def tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:

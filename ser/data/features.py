@@ -10,7 +10,6 @@ extraction fast, and the same code runs on a GPU.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -18,57 +17,9 @@ import numpy as np
 import torch
 
 from ser.data import filters
-from ser.errors import SERError
+from ser.data.feature_config import FeatureConfig
 
-PARTS = ("mfcc", "chroma", "mel")
-STATS = ("mean", "std")
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Every setting that changes the numbers; the cache key is built from all of them."""
-
-    sample_rate: int = 22050
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mfcc: int = 40
-    n_mels: int = 128
-    n_chroma: int = 12
-    fmin: float = 0.0
-    fmax: float | None = None
-    top_db: float = 80.0
-    chroma_power: float = 2.0
-    tuning: float = 0.0
-    mel_db: bool = False
-    parts: tuple[str, ...] = PARTS
-    stats: tuple[str, ...] = ("mean",)
-    deltas: bool = False
-    delta_width: int = 9
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "parts", tuple(self.parts))
-        object.__setattr__(self, "stats", tuple(self.stats))
-        for name, values, allowed in (("parts", self.parts, PARTS), ("stats", self.stats, STATS)):
-            unknown = [v for v in values if v not in allowed]
-            if unknown or not values:
-                raise SERError(f"data.features.{name}={list(values)} must be a non-empty subset of {list(allowed)}")
-        if self.deltas and "mfcc" not in self.parts:
-            raise SERError("data.features.deltas=true needs 'mfcc' in data.features.parts")
-        if self.deltas and (self.delta_width < 3 or self.delta_width % 2 == 0):
-            raise SERError(f"data.features.delta_width={self.delta_width} must be an odd number >= 3")
-
-    @property
-    def frame_dim(self) -> int:
-        sizes = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}
-        return sum(sizes[p] for p in self.parts) + (self.n_mfcc if self.deltas else 0)
-
-    @property
-    def dim(self) -> int:
-        return self.frame_dim * len(self.stats)
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
+__all__ = ["FeatureConfig", "FeatureExtractor", "resolve_device"]
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks the GPU when there is one; extraction is cheap enough on CPU otherwise."""

@@ -77,3 +77,21 @@ def test_raise_stops_at_the_first_bad_file(tiny_manifest, tmp_path):
 def test_unknown_on_error_policy_is_rejected(tiny_manifest, cache_dir):
     with pytest.raises(Exception, match="data.on_error='ignore'"):
         SERDataModule(corpus="manifest", manifest=str(tiny_manifest), cache_dir=str(cache_dir), on_error="ignore")
+
+
+def test_feature_blocks_cover_the_pooled_vector_in_order():
+    from ser.data.feature_config import FeatureConfig
+
+    blocks = FeatureConfig(stats=("mean", "std"), deltas=True).blocks()
+    assert [name for name, _ in blocks][:4] == ["mean/mfcc", "mean/chroma", "mean/mel", "mean/delta"]
+    assert blocks[2][1] == slice(52, 180) and blocks[-1] == ("std/delta", slice(400, 440))
+
+
+def test_std_of_a_noise_level_feature_is_floored_at_its_blocks_scale(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir)
+    mel = dict(dm.feature_config.blocks())["mean/mel"]
+    dm.prepared.features[:, mel.stop - 1] = 1e-16 * np.arange(len(dm.prepared.features))  # noise-level band
+    _, std = dm.standardization()
+    scale = np.abs(dm.prepared.features[dm.prepared.split.train][:, mel]).max()
+    assert float(std[mel.stop - 1]) == pytest.approx(1e-10 * scale, rel=1e-5)
+    assert float(std[mel.start]) > 1e-10 * scale

@@ -1,0 +1,97 @@
+"""The training features of one utterance, recomputed with numpy on the device.
+
+A quantized model only works on the inputs it was trained on, so this must reproduce
+``ser.data.features.FeatureExtractor`` number for number (tests hold it to a relative 1e-4).
+It shares the filterbanks, DCT and delta kernel in ``ser.data.filters`` with the torch
+extractor; what differs is only that one utterance needs no padding masks,
+so every frame is valid and pooling is plain statistics over all frames.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from ser.data import filters
+from ser.data.feature_config import FeatureConfig
+
+__all__ = ["Extractor", "extract"]
+
+_AMIN = 1e-10  # librosa's power_to_db floor, so silence is finite
+_STATS = {"mean": np.mean, "std": np.std}  # std over all frames (ddof 0), as the torch extractor pools
+
+
+class Extractor:
+    """Pooled features of mono signals for one ``FeatureConfig``; builds its filterbanks once."""
+
+    def __init__(self, config: FeatureConfig) -> None:
+        c = self.config = config
+        # Periodic Hann, as torch.hann_window(periodic=True) and librosa's STFT use.
+        self._window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(c.n_fft) / c.n_fft)).astype(np.float32)
+        self._mel = filters.mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.fmin, c.fmax).T.copy()
+        self._chroma = filters.chroma_filterbank(c.sample_rate, c.n_fft, c.n_chroma, c.tuning).T.copy()
+        self._dct = filters.dct_matrix(c.n_mfcc, c.n_mels).T.copy()
+        self._delta = filters.delta_kernel(c.delta_width) if c.deltas else None
+
+    def __call__(self, signal: np.ndarray) -> np.ndarray:
+        """Pooled vector ``(config.dim,)`` float32 of a mono signal at ``config.sample_rate``."""
+        return self.pool(self.frames(signal))
+
+    def frames(self, signal: np.ndarray) -> np.ndarray:
+        """Frame-level features ``(frames, config.frame_dim)``, in ``config.parts`` order then deltas."""
+        c = self.config
+        signal = np.asarray(signal, dtype=np.float32)
+        if signal.ndim != 1:
+            raise ValueError(f"expected a mono signal (1-D), got shape {signal.shape}")
+        half = c.n_fft // 2
+        padded = np.pad(signal, (half, half))
+        framed = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft)[:: c.hop_length]
+        spectrum = np.fft.rfft(framed * self._window)  # complex64: numpy keeps float32 input in float32
+        power = spectrum.real**2 + spectrum.imag**2
+        mel_power = power @ self._mel
+        out: dict[str, np.ndarray] = {}
+        if "mfcc" in c.parts or c.mel_db:
+            mel_db = self._power_to_db(mel_power)
+        if "mfcc" in c.parts:
+            out["mfcc"] = mel_db @ self._dct
+        if "chroma" in c.parts:
+            chroma_input = power if c.chroma_power == 2.0 else power ** np.float32(c.chroma_power / 2)
+            out["chroma"] = _normalize_max(chroma_input @ self._chroma)
+        if "mel" in c.parts:
+            out["mel"] = mel_db if c.mel_db else mel_power
+        parts = [out[p] for p in c.parts]
+        if self._delta is not None:
+            parts.append(self._deltas(out["mfcc"]))
+        return np.concatenate(parts, axis=1)
+
+    def pool(self, frames: np.ndarray) -> np.ndarray:
+        """Statistics over time, accumulated in float64 so long utterances lose no precision."""
+        return np.concatenate([_STATS[s](frames, axis=0, dtype=np.float64) for s in self.config.stats]).astype(np.float32)
+
+    def _power_to_db(self, power: np.ndarray) -> np.ndarray:
+        """librosa's power_to_db (ref 1), floored ``top_db`` below the utterance's peak."""
+        db = 10.0 * np.log10(np.maximum(power, np.float32(_AMIN)))
+        return np.maximum(db, db.max() - np.float32(self.config.top_db))
+
+    def _deltas(self, x: np.ndarray) -> np.ndarray:
+        """Local slope over ``delta_width`` frames, repeating the edge frames."""
+        half = len(self._delta) // 2
+        padded = np.pad(x, ((half, half), (0, 0)), mode="edge")
+        return np.lib.stride_tricks.sliding_window_view(padded, len(self._delta), axis=0) @ self._delta
+
+
+def _normalize_max(chroma: np.ndarray) -> np.ndarray:
+    """Scale each frame to a peak of 1, leaving all-zero frames alone (librosa's normalize)."""
+    peak = chroma.max(axis=1, keepdims=True)
+    return chroma / np.where(peak < np.finfo(chroma.dtype).tiny, 1, peak).astype(chroma.dtype)
+
+
+@lru_cache(maxsize=8)
+def _extractor(config: FeatureConfig) -> Extractor:
+    return Extractor(config)
+
+
+def extract(signal: np.ndarray, config: FeatureConfig) -> np.ndarray:
+    """Pooled features ``(config.dim,)`` of one signal; filterbanks are cached per config."""
+    return _extractor(config)(signal)

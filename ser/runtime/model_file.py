@@ -1,0 +1,98 @@
+"""The ``.serq`` file: a quantized model, bit-packed at each layer's own bit-width.
+
+Layout (all integers little-endian)::
+
+    b"SERQ" | u16 format version | u32 header length | header (UTF-8 JSON) | payload | SHA-256
+
+The header holds what a device needs besides the weights: the feature settings, the class
+names, the network's layers (shape, bits, activation) and a table of payload sections
+(offset, size, type). The payload holds the standardisation statistics, per-layer scales and
+biases as float32, and the weights as integer codes packed into a continuous bit stream. The
+SHA-256 of everything before it is checked on load, so a truncated or corrupted file is
+refused instead of silently mispredicting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ser.errors import SERError
+from ser.runtime import packing
+
+MAGIC = b"SERQ"
+FORMAT_VERSION = 1
+_PREAMBLE = struct.Struct("<4sHI")
+_DIGEST = 32
+
+
+class ModelFileError(SERError):
+    """A model file that cannot be trusted: truncated, corrupted, or of another format."""
+
+
+@dataclass
+class Section:
+    """One payload entry: float32 values, or integer codes packed at ``bits`` bits."""
+
+    name: str
+    data: np.ndarray
+    bits: int | None = None  # None: float32
+
+    def encode(self) -> bytes:
+        if self.bits is None:
+            return np.ascontiguousarray(self.data, dtype="<f4").tobytes()
+        return packing.pack(self.data.ravel(), self.bits)
+
+
+def write(path: str | Path, header: dict[str, Any], sections: list[Section]) -> int:
+    """Write the file atomically; returns its size in bytes."""
+    from ser.io import atomic_path
+
+    payload, table, offset = [], [], 0
+    for section in sections:
+        blob = section.encode()
+        table.append({"name": section.name, "offset": offset, "nbytes": len(blob), "shape": list(section.data.shape),
+                      **({"bits": section.bits} if section.bits is not None else {})})
+        payload.append(blob)
+        offset += len(blob)
+    header_bytes = json.dumps({**header, "sections": table}, separators=(",", ":")).encode()
+    body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes + b"".join(payload)
+    blob = body + hashlib.sha256(body).digest()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+    return len(blob)
+
+
+def read(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Header and decoded sections (float32 arrays, or uint8 codes in their shape)."""
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file ({exc.strerror or exc})") from exc
+    if len(blob) < _PREAMBLE.size + _DIGEST or blob[:4] != MAGIC:
+        raise ModelFileError(f"{path}: not a ser model file (expected a .serq file written by `ser export`)")
+    body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
+    if hashlib.sha256(body).digest() != digest:
+        raise ModelFileError(f"{path}: checksum mismatch, the file is truncated or corrupted; export it again")
+    _, version, header_len = _PREAMBLE.unpack_from(body)
+    if version != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format version {version}, this runtime reads version {FORMAT_VERSION}")
+    start = _PREAMBLE.size + header_len
+    header = json.loads(body[_PREAMBLE.size : start])
+    payload = memoryview(body)[start:]
+    arrays = {}
+    for entry in header["sections"]:
+        raw = payload[entry["offset"] : entry["offset"] + entry["nbytes"]]
+        shape = tuple(entry["shape"])
+        if "bits" in entry:
+            arrays[entry["name"]] = packing.unpack(raw, entry["bits"], int(np.prod(shape))).reshape(shape)
+        else:
+            arrays[entry["name"]] = np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+    return header, arrays
