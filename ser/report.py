@@ -65,6 +65,9 @@ def _metrics(results: dict[str, Any]) -> dict[str, float]:
         if laq.get("qat"):
             for k in ("val_acc", "test_acc"):
                 out[f"laq_qat/{k}"] = laq["qat"][k]
+    if results.get("greedy"):
+        for k in ("val_acc", "test_acc", "avg_bits", "size_kb", "evaluations"):
+            out[f"greedy/{k}"] = results["greedy"][k]
     return out
 
 
@@ -144,6 +147,10 @@ def render_markdown(root: Path, groups: Sequence[Group]) -> str:
         if "laq/test_acc" in stats:
             lines.append(f"| LAQ | {_num(stats, 'laq/size_kb', 1)} | {_pct(stats, 'laq/val_acc')} | {_pct(stats, 'laq/test_acc')} "
                          f"| {_pct(stats, 'laq/test_uar')} | {_num(stats, 'laq/avg_bits')} |")
+        if "greedy/test_acc" in stats:
+            lines.append(f"| sensitivity greedy | {_num(stats, 'greedy/size_kb', 1)} | {_pct(stats, 'greedy/val_acc')} "
+                         f"| {_pct(stats, 'greedy/test_acc')} | – | {_num(stats, 'greedy/avg_bits')} |")
+        if "laq/test_acc" in stats:
             lines += ["", f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."]
         if "laq_qat/test_acc" in stats:
             lines.append(f"LAQ + QAT: val {_pct(stats, 'laq_qat/val_acc')}, test {_pct(stats, 'laq_qat/test_acc')}.")

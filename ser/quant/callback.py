@@ -22,7 +22,7 @@ from ser.quant import quantizer
 from ser.quant.evaluation import SplitTensors, accuracy, accuracy_and_uar
 from ser.quant.importance import ImportanceWeights, layer_importance
 from ser.quant.quantizer import QuantizedWeights, QuantizerConfig
-from ser.quant.search import laq_search
+from ser.quant.search import greedy_search, laq_search
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         mse_clip: bool = False,
         qat_epochs: int = 0,
         qat_lr: float = 1e-4,
+        greedy: bool = False,
         save_dir: str | None = None,
     ) -> None:
         if not quantizer.MIN_BITS <= min_bits <= max_bits <= quantizer.MAX_BITS:
@@ -71,6 +72,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self.config = QuantizerConfig(per_channel=per_channel, mse_clip=mse_clip)
         self.qat_epochs = qat_epochs
         self.qat_lr = qat_lr
+        self.greedy = greedy
         self.save_dir = save_dir
         self.results: dict[str, Any] = {}
         self.allocation: dict[str, int] = {}
@@ -106,6 +108,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
                 results["fixed"].append(self._summary(module, allocation, val, test, n_classes, bits=bits))
             if self.laq:
                 results["laq"] = self._laq(module, weights, baseline_val, val, test, n_classes, train_loader)
+            if self.greedy:
+                results["greedy"] = self._greedy(module, weights, baseline_val, val, test, n_classes)
         finally:
             weights.restore()
         return results
@@ -156,6 +160,23 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         if self.qat_epochs > 0 and train_loader is not None:
             weights.restore()
             summary["qat"] = self._fine_tune(module, search.bits, train_loader(), val, test, n_classes)
+        return summary
+
+    def _greedy(self, module, weights, baseline_val, val, test, n_classes) -> dict[str, Any]:
+        """The sensitivity-greedy baseline at the same margin, for the same report."""
+        weights.restore()
+
+        def evaluate(allocation: dict[str, int]) -> float:
+            weights.apply(allocation)
+            return accuracy(module, val)
+
+        layers = layer_importance(module, self.weights, self.entropy_bins)
+        search = greedy_search(layers, evaluate, baseline_val, self.t_margin, self.bit_range)
+        weights.apply(search.bits)
+        summary = self._summary(module, search.bits, val, test, n_classes)
+        summary.update(bits=search.bits, evaluations=search.evaluations, search_s=search.seconds)
+        log.info("sensitivity greedy: bits %s, average %.2f bits, val %.4f, test %.4f; %d evaluations",
+                 search.bits, summary["avg_bits"], summary["val_acc"], summary["test_acc"], search.evaluations)
         return summary
 
     def _fine_tune(self, module, allocation, loader, val, test, n_classes) -> dict[str, Any]:

@@ -89,3 +89,43 @@ def laq_search(
         accuracy = picked[1]
         choices.append(LayerChoice(layer, rank, margin, picked[0], picked[2]))
     return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace)
+
+
+def greedy_search(
+    layers: Sequence[LayerImportance],
+    evaluate: Evaluate,
+    baseline_accuracy: float,
+    t_margin: float,
+    bit_range: Sequence[int] = tuple(range(1, 9)),
+) -> SearchResult:
+    """Sensitivity-based comparison baseline: measure, don't rank.
+
+    Start with every layer at the widest bit-width; at each step try taking one bit from each
+    layer, keep the cut that loses the least validation accuracy (ties: the larger layer, which
+    saves more), and stop when the best cut would exceed ``t_margin`` points in total. It costs
+    more evaluations than LAQ and answers whether LAQ's importance ranking earns its keep.
+    """
+    start = time.perf_counter()
+    candidates = sorted(bit_range)
+    bits = {layer.name: candidates[-1] for layer in layers}
+    params = {layer.name: layer.params for layer in layers}
+    trace: list[tuple[str, int, float]] = []
+    accuracy = evaluate(bits)
+    trace.append(("*", candidates[-1], accuracy))
+    while True:
+        options = []
+        for name, b in bits.items():
+            lower = [c for c in candidates if c < b]
+            if lower:
+                acc = evaluate({**bits, name: lower[-1]})
+                trace.append((name, lower[-1], acc))
+                options.append((acc, params[name], name, lower[-1]))
+        if not options:
+            break
+        acc, _, name, b = max(options)
+        if 100.0 * (baseline_accuracy - acc) > t_margin + 1e-9:
+            break
+        bits[name], accuracy = b, acc
+    ranked = rank_layers(layers)
+    choices = [LayerChoice(l, r, t_margin, bits[l.name], 100.0 * (baseline_accuracy - accuracy)) for r, l in enumerate(ranked, 1)]
+    return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace)

@@ -45,6 +45,14 @@ def test_laq_chooses_per_layer_bits_on_a_conv_network():
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "weights restored after the search"
 
 
+def test_greedy_baseline_is_reported_next_to_laq():
+    net, val, test = _conv_task()
+    results = LayerwiseAdaptiveQuantization(fixed_bits=[], t_margin=3.0, greedy=True).run(net, val, test)
+    greedy = results["greedy"]
+    assert set(greedy["bits"]) == {"0", "2", "5"} and greedy["avg_bits"] < 8
+    assert greedy["evaluations"] > results["laq"]["evaluations"]
+
+
 def test_qat_fine_tuning_is_reported_next_to_laq():
     net, val, test = _conv_task()
     loader = lambda: [(val.inputs, val.targets)]  # noqa: E731

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ser.quant.importance import LayerImportance
-from ser.quant.search import adaptive_margins, laq_search, rank_layers
+from ser.quant.search import adaptive_margins, greedy_search, laq_search, rank_layers
 
 
 def _layer(name: str, importance: float) -> LayerImportance:
@@ -64,3 +64,12 @@ def test_layer_falls_back_to_maximum_bits_when_nothing_fits():
 def test_zero_importance_keeps_the_margin_constant():
     layers = [_layer("a", 0.0), _layer("b", 0.0)]
     assert adaptive_margins(layers, 1.5) == [1.5, 1.5]
+
+
+def test_greedy_baseline_takes_the_cheapest_bit_until_the_margin_is_spent():
+    # Free cuts first (fc2→4, fc1→3, fc3→2, out→3), then fc3→1 (+0.4), fc2→3 (+0.5), out→2 (+0.6);
+    # the cheapest next cut, fc1→2, would bring the total drop to 2.5 > 2.0.
+    result = greedy_search(LAYERS, scripted([]), BASELINE, t_margin=2.0)
+    assert result.bits == {"fc1": 3, "fc2": 3, "fc3": 1, "out": 2}
+    assert result.accuracy == pytest.approx(BASELINE - 0.015)
+    assert result.evaluations > 4 * 4
