@@ -38,6 +38,16 @@ class _StraightThrough(nn.Module):
         return weight + (quantizer.quantize(weight, self.bits, self.config)[0] - weight).detach()
 
 
+def _evaluator(module: nn.Module, weights: QuantizedWeights, val: SplitTensors):
+    """Validation accuracy of ``module`` with a {layer: bits} allocation swapped in."""
+
+    def evaluate(allocation: dict[str, int]) -> float:
+        weights.apply(allocation)
+        return accuracy(module, val)
+
+    return evaluate
+
+
 class LayerwiseAdaptiveQuantization(L.Callback):
     """Fixed-bit sweep and/or LAQ search on the best checkpoint, at the end of ``fit``.
 
@@ -128,12 +138,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
     def _laq(self, module, weights, baseline_val, val, test, n_classes, train_loader) -> dict[str, Any]:
         weights.restore()
         importance = layer_importance(module, self.weights, self.entropy_bins)
-
-        def evaluate(allocation: dict[str, int]) -> float:
-            weights.apply(allocation)
-            return accuracy(module, val)
-
-        search = laq_search(importance, evaluate, baseline_val, self.t_margin, self.bit_range)
+        search = laq_search(importance, _evaluator(module, weights, val), baseline_val, self.t_margin, self.bit_range)
         self.allocation = search.bits
         weights.apply(search.bits)
         summary = self._summary(module, search.bits, val, test, n_classes)
@@ -165,13 +170,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
     def _greedy(self, module, weights, baseline_val, val, test, n_classes) -> dict[str, Any]:
         """The sensitivity-greedy baseline at the same margin, for the same report."""
         weights.restore()
-
-        def evaluate(allocation: dict[str, int]) -> float:
-            weights.apply(allocation)
-            return accuracy(module, val)
-
         layers = layer_importance(module, self.weights, self.entropy_bins)
-        search = greedy_search(layers, evaluate, baseline_val, self.t_margin, self.bit_range)
+        search = greedy_search(layers, _evaluator(module, weights, val), baseline_val, self.t_margin, self.bit_range)
         weights.apply(search.bits)
         summary = self._summary(module, search.bits, val, test, n_classes)
         summary.update(bits=search.bits, evaluations=search.evaluations, search_s=search.seconds)
