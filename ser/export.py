@@ -140,8 +140,14 @@ class _Deployed(nn.Module):
 
 
 def write_onnx(source: ExportSource, path: str | Path) -> None:
+    import logging
+    import warnings
+
     from ser.io import atomic_path
 
+    # The exporter logs a warning per torchvision operator it cannot register; we use none.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     model = _Deployed(source).eval()
     dummy = torch.zeros(2, source.state["feature_mean"].numel())
     with atomic_path(path) as tmp:
