@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ser.errors import SERError
-from ser.quant.quantizer import QuantizerConfig, quantize
+from ser.models.mlp import MLP
+from ser.quant.quantizer import QuantizerConfig, quantize, stored_bits
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
 
@@ -86,13 +87,11 @@ def codes(weight_q: torch.Tensor, scales: torch.Tensor, bits: int) -> np.ndarray
 
 def theoretical_bytes(source: ExportSource) -> float:
     """What the model must store: weights at their bits, float32 biases, scales and standardisation."""
-    total_bits = 0
-    for name in source.layer_names:
-        weight, bias = source.state[f"{name}.weight"], source.state.get(f"{name}.bias")
-        n_scales = weight.shape[0] if source.quantizer.per_channel else 1
-        total_bits += weight.numel() * source.bits[name] + 32 * ((bias.numel() if bias is not None else 0) + n_scales)
-    total_bits += 32 * 2 * source.state["feature_mean"].numel()
-    return total_bits / 8
+    total_bits = sum(
+        stored_bits(source.state[f"{name}.weight"], source.state.get(f"{name}.bias"), source.bits[name], source.quantizer)
+        for name in source.layer_names
+    )
+    return (total_bits + 32 * 2 * source.state["feature_mean"].numel()) / 8
 
 
 def write_serq(source: ExportSource, path: str | Path) -> int:
@@ -113,30 +112,21 @@ def write_serq(source: ExportSource, path: str | Path) -> int:
 
 
 class _Deployed(nn.Module):
-    """Standardise → dequantized MLP → softmax, as one graph for ONNX."""
+    """Standardise → the run's MLP with dequantized weights → softmax, as one graph for ONNX."""
 
     def __init__(self, source: ExportSource):
         super().__init__()
         self.register_buffer("mean", source.state["feature_mean"].clone())
         self.register_buffer("std", source.state["feature_std"].clone())
-        linears = []
+        state = {k[len("net."):]: v for k, v in source.state.items() if k.startswith("net.")}
+        shapes = [state[f"{name[len('net.'):]}.weight"].shape for name in source.layer_names]
+        self.net = MLP(shapes[0][1], shapes[-1][0], hidden=[out for out, _ in shapes[:-1]])
         for name in source.layer_names:
-            weight_q, _ = source.quantized(name)
-            layer = nn.Linear(weight_q.shape[1], weight_q.shape[0], bias=f"{name}.bias" in source.state)
-            with torch.no_grad():
-                layer.weight.copy_(weight_q)
-                if layer.bias is not None:
-                    layer.bias.copy_(source.state[f"{name}.bias"])
-            linears.append(layer)
-        self.linears = nn.ModuleList(linears)
+            state[f"{name[len('net.'):]}.weight"] = source.quantized(name)[0]
+        self.net.load_state_dict(state)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = (features - self.mean) / self.std
-        for i, layer in enumerate(self.linears):
-            x = layer(x)
-            if i < len(self.linears) - 1:
-                x = torch.relu(x)
-        return torch.softmax(x, dim=1)
+        return torch.softmax(self.net((features - self.mean) / self.std), dim=1)
 
 
 def write_onnx(source: ExportSource, path: str | Path) -> None:

@@ -19,16 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from ser.data.datamodule import SERDataModule
 from ser.io import write_json, write_text
 from ser.models.module import SERClassifier
+from ser.quant.quantizer import model_size_kb
 from ser.quant.report import accuracy_vs_bits_figure, render_markdown
 
 log = logging.getLogger(__name__)
 
 FP32_BITS = 32
-
-
-def size_kb(n_params: int, bits: float = FP32_BITS) -> float:
-    """Storage of ``n_params`` numbers at ``bits`` each, in KB of 1000 bytes."""
-    return n_params * bits / 8 / 1000
 
 
 def _callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -96,7 +92,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
             "test_acc": float(test["test/acc"]),
             "test_uar": float(test["test/uar"]),
             "test_f1": float(test["test/f1"]),
-            "size_kb": size_kb(n_params),
+            "size_kb": model_size_kb(model.net, {}),
             "avg_bits": FP32_BITS,
             "confusion_matrix": model.last_confusion.tolist() if model.last_confusion is not None else None,
         },

@@ -65,15 +65,10 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
 
 
-def n_scales(layer: nn.Module, config: QuantizerConfig) -> int:
-    return layer.weight.shape[0] if config.per_channel else 1
-
-
-def layer_bits_size(layer: nn.Module, bits: int, config: QuantizerConfig) -> int:
+def stored_bits(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, config: QuantizerConfig) -> int:
     """Bits needed to store one layer: weights at ``bits`` (32 = unquantized), bias and scales at 32."""
-    bias = layer.bias.numel() if getattr(layer, "bias", None) is not None else 0
-    scales = n_scales(layer, config) if bits < 32 else 0
-    return layer.weight.numel() * bits + 32 * (bias + scales)
+    scales = (weight.shape[0] if config.per_channel else 1) if bits < 32 else 0
+    return weight.numel() * bits + 32 * ((bias.numel() if bias is not None else 0) + scales)
 
 
 def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
@@ -85,7 +80,7 @@ def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfi
     total = 0
     counted: set[int] = set()
     for name, layer in layers.items():
-        total += layer_bits_size(layer, bits.get(name, 32), config)
+        total += stored_bits(layer.weight, getattr(layer, "bias", None), bits.get(name, 32), config)
         counted.update(id(p) for p in layer.parameters(recurse=False))
     total += 32 * sum(p.numel() for p in model.parameters() if id(p) not in counted)
     return total / 8 / 1000
