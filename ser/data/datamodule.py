@@ -78,7 +78,7 @@ class Prepared:
 
 
 class SERDataModule(L.LightningDataModule):
-    """Any supported corpus as pooled feature vectors with a train/val/test split."""
+    """Any supported corpus as pooled feature vectors (or frame sequences) with a train/val/test split."""
 
     def __init__(
         self,
@@ -166,23 +166,30 @@ class SERDataModule(L.LightningDataModule):
         return self.prepared.classes
 
     @property
-    def n_features(self) -> int:
-        return self.prepared.features.shape[1]
+    def n_features(self) -> int | tuple[int, ...]:
+        """Features per utterance: the pooled vector's length, or (channels, frames)."""
+        shape = self.prepared.features.shape[1:]
+        return int(shape[0]) if len(shape) == 1 else tuple(int(n) for n in shape)
 
     def standardization(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std of the training split, with each std floored at STD_FLOOR of its block's scale.
 
-        A feature that varies by less than 1e-10 of its block's largest value (e.g. mel bands
-        above 8 kHz of 16 kHz audio resampled to 22.05 kHz, about 1e-13 here) holds only float32
-        rounding noise; dividing by its own tiny std would blow that noise up to unit variance
-        and make the model depend on it. Constant features get std 1.
+        Frame sequences get one mean and std per channel (over utterances and time), shaped
+        (channels, 1) so they broadcast over frames. A feature that varies by less than 1e-10
+        of its block's largest value (e.g. mel bands above 8 kHz of 16 kHz audio resampled to
+        22.05 kHz, about 1e-13 here) holds only float32 rounding noise; dividing by its own
+        tiny std would blow that noise up to unit variance and make the model depend on it.
+        Constant features get std 1.
         """
         train = self.prepared.features[self.prepared.split.train].astype(np.float64)
-        std = train.std(axis=0)
+        axes = (0,) if train.ndim == 2 else (0, 2)
+        mean, std = train.mean(axis=axes), train.std(axis=axes)
         for _, block in self.feature_config.blocks():
             std[block] = np.maximum(std[block], STD_FLOOR * np.abs(train[:, block]).max())
         std[std == 0] = 1.0
-        return torch.tensor(train.mean(axis=0), dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+        if train.ndim == 3:
+            mean, std = mean[:, None], std[:, None]
+        return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
 
     def tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         index = getattr(self.prepared.split, part)

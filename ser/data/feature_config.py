@@ -9,6 +9,8 @@ from ser.errors import SERError
 
 PARTS = ("mfcc", "chroma", "mel")
 STATS = ("mean", "std")
+POOLING = ("stats", "none")
+CROPS = ("center", "start")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class FeatureConfig:
     stats: tuple[str, ...] = ("mean",)
     deltas: bool = False
     delta_width: int = 9
+    pooling: str = "stats"
+    frames: int = 188
+    crop: str = "center"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parts", tuple(self.parts))
@@ -41,6 +46,12 @@ class FeatureConfig:
                 raise SERError(f"data.features.{name}={list(values)} must be a non-empty subset of {list(allowed)}")
         if self.deltas and "mfcc" not in self.parts:
             raise SERError("data.features.deltas=true needs 'mfcc' in data.features.parts")
+        if self.pooling not in POOLING:
+            raise SERError(f"data.features.pooling={self.pooling!r} must be one of {', '.join(POOLING)}")
+        if self.crop not in CROPS:
+            raise SERError(f"data.features.crop={self.crop!r} must be one of {', '.join(CROPS)}")
+        if self.frames < 1:
+            raise SERError(f"data.features.frames={self.frames} must be at least 1")
         if self.deltas and (self.delta_width < 3 or self.delta_width % 2 == 0):
             raise SERError(f"data.features.delta_width={self.delta_width} must be an odd number >= 3")
 
@@ -52,18 +63,29 @@ class FeatureConfig:
     def frame_dim(self) -> int:
         return sum(size for _, size in self._frame_blocks())
 
+    @property
+    def pooled(self) -> bool:
+        return self.pooling == "stats"
+
     def blocks(self) -> list[tuple[str, slice]]:
-        """Where each (statistic, part) sits in the pooled vector, e.g. ("mean/mel", slice(52, 180))."""
+        """Where each block sits along the feature axis: ("mean/mel", slice(52, 180)) in the pooled
+        vector, ("mel", slice(52, 180)) in the channels of a frame sequence."""
         out, start = [], 0
-        for stat in self.stats:
+        for stat in self.stats if self.pooled else ("",):
             for part, size in self._frame_blocks():
-                out.append((f"{stat}/{part}", slice(start, start + size)))
+                out.append((f"{stat}/{part}" if stat else part, slice(start, start + size)))
                 start += size
         return out
 
     @property
     def dim(self) -> int:
+        """Length of the pooled vector."""
         return self.frame_dim * len(self.stats)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One utterance's features: (dim,) pooled, or (frame_dim, frames) with pooling="none"."""
+        return (self.dim,) if self.pooled else (self.frame_dim, self.frames)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -30,7 +30,7 @@ def resolve_device(device: str) -> torch.device:
 
 @dataclass
 class FeatureExtractor:
-    """Turns batches of waveforms into pooled feature vectors."""
+    """Turns batches of waveforms into pooled feature vectors or fixed-length frame sequences."""
 
     config: FeatureConfig = field(default_factory=FeatureConfig)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -94,22 +94,40 @@ class FeatureExtractor:
             pooled["std"] = (centred.square().sum(dim=-1) / count).sqrt()
         return torch.cat([pooled[s] for s in self.config.stats], dim=1)
 
+    def fixed_length(self, frames: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
+        """Exactly ``config.frames`` frames per utterance (B, frame_dim, frames).
+
+        Longer utterances are cropped (their centre or their start, ``config.crop``); shorter
+        ones continue with the frames of the zero padding after them, i.e. the features of
+        silence, which is what extracting from audio padded with zeros to that length gives.
+        """
+        c = self.config
+        excess = (n_frames - c.frames).clamp_min(0)
+        offset = excess // 2 if c.crop == "center" else torch.zeros_like(excess)
+        index = offset[:, None] + torch.arange(c.frames, device=frames.device)[None, :]
+        return frames.gather(2, index[:, None, :].expand(-1, frames.shape[1], -1))
+
     def __call__(self, signals: Sequence[np.ndarray], progress=None) -> np.ndarray:
-        """Pooled features (N, dim) of mono signals at ``config.sample_rate``, in input order.
+        """Features (N, *config.shape) of mono signals at ``config.sample_rate``, in input order.
 
         Signals are sorted by length before batching so that padding wastes little work.
         ``progress`` is called with the number of signals finished after each batch.
         """
+        c = self.config
         order = np.argsort([len(s) for s in signals], kind="stable")
-        result = np.empty((len(signals), self.config.dim), dtype=np.float32)
+        result = np.empty((len(signals), *c.shape), dtype=np.float32)
+        # With fixed-length output the buffer must hold at least config.frames frames.
+        min_samples = 0 if c.pooled else (c.frames - 1) * c.hop_length
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 index = order[start : start + self.batch_size]
                 lengths = torch.tensor([len(signals[i]) for i in index], device=self.device)
-                audio = torch.zeros(len(index), int(lengths.max()), device=self.device)
+                audio = torch.zeros(len(index), max(int(lengths.max()), min_samples), device=self.device)
                 for row, i in enumerate(index):
                     audio[row, : len(signals[i])] = torch.from_numpy(signals[i])
-                result[index] = self.pool(*self.frames(audio, lengths)).cpu().numpy()
+                frames, n_frames = self.frames(audio, lengths)
+                out = self.pool(frames, n_frames) if c.pooled else self.fixed_length(frames, n_frames)
+                result[index] = out.cpu().numpy()
                 if progress is not None:
                     progress(len(index))
         return result

@@ -6,6 +6,8 @@ from typing import Sequence
 
 from torch import nn
 
+from ser.errors import SERError
+
 
 class MLP(nn.Sequential):
     """Linear → ReLU → Dropout per hidden layer, then a linear output layer.
@@ -15,6 +17,9 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, n_features: int, n_classes: int, hidden: Sequence[int] = (256, 512, 64), dropout: float = 0.1):
+        if not isinstance(n_features, int):
+            raise SERError(f"the MLP needs pooled feature vectors, got frame sequences of shape {tuple(n_features)}; "
+                           "use data.features.pooling=stats")
         layers: list[nn.Module] = []
         width = n_features
         for size in hidden:

@@ -54,6 +54,16 @@ def confusion_figure(matrix: torch.Tensor, classes: Sequence[str], title: str = 
     return fig
 
 
+def embedding(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Input to the output layer: ``net.embed`` where the network defines it, else all but the
+    last module of a Sequential (the MLP)."""
+    if hasattr(net, "embed"):
+        return net.embed(x)
+    if isinstance(net, nn.Sequential):
+        return net[:-1](x)
+    raise TypeError(f"{type(net).__name__} has no embed() and is not an nn.Sequential")
+
+
 class SERClassifier(L.LightningModule):
     """Wraps any network mapping standardised features to class logits.
 
@@ -65,7 +75,7 @@ class SERClassifier(L.LightningModule):
         self,
         net: Callable[[int, int], nn.Module],
         optimizer: Callable[..., torch.optim.Optimizer],
-        n_features: int,
+        n_features: int | Sequence[int],
         classes: Sequence[str],
         feature_mean: torch.Tensor | None = None,
         feature_std: torch.Tensor | None = None,
@@ -73,11 +83,15 @@ class SERClassifier(L.LightningModule):
         super().__init__()
         # Plain types only: Hydra hands lists over as ListConfig, which checkpoints must not pickle.
         self.classes = [str(c) for c in classes]
-        self.save_hyperparameters({"n_features": int(n_features), "classes": self.classes})
+        n_features = int(n_features) if isinstance(n_features, int) else tuple(int(n) for n in n_features)
+        self.save_hyperparameters({"n_features": n_features if isinstance(n_features, int) else list(n_features),
+                                   "classes": self.classes})
         self.net = net(n_features, len(self.classes))
         self.optimizer_factory = optimizer
-        mean = torch.zeros(n_features) if feature_mean is None else torch.as_tensor(feature_mean, dtype=torch.float32)
-        std = torch.ones(n_features) if feature_std is None else torch.as_tensor(feature_std, dtype=torch.float32)
+        # One statistic per feature, or per channel of a (channels, frames) sequence.
+        shape = (n_features,) if isinstance(n_features, int) else (n_features[0], 1)
+        mean = torch.zeros(shape) if feature_mean is None else torch.as_tensor(feature_mean, dtype=torch.float32)
+        std = torch.ones(shape) if feature_std is None else torch.as_tensor(feature_std, dtype=torch.float32)
         self.register_buffer("feature_mean", mean)
         self.register_buffer("feature_std", std)
         n = len(self.classes)
@@ -88,7 +102,14 @@ class SERClassifier(L.LightningModule):
         self.last_confusion: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.net((features - self.feature_mean) / self.feature_std)
+        return self.net(self.standardize(features))
+
+    def standardize(self, features: torch.Tensor) -> torch.Tensor:
+        return (features - self.feature_mean) / self.feature_std
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """The network's last hidden representation, before the output layer."""
+        return embedding(self.net, self.standardize(features))
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
