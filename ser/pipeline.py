@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,47 @@ log = logging.getLogger(__name__)
 FP32_BITS = 32
 
 
-def _callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+def _callbacks(cfg: DictConfig, checkpoint_dir: Path | None = None) -> list[L.Callback]:
+    """The configured callbacks; ``checkpoint_dir`` moves checkpoints (the teacher's go elsewhere)."""
+    callbacks = []
+    for c in (cfg.get("callbacks") or {}).values():
+        if c is not None:
+            moved = {"dirpath": str(checkpoint_dir)} if checkpoint_dir is not None and "dirpath" in c else {}
+            callbacks.append(hydra.utils.instantiate(c, **moved))
+    return callbacks
+
+
+@dataclass
+class Fitted:
+    """A trained model's best-checkpoint metrics and where that checkpoint is."""
+
+    trainer: L.Trainer
+    val: dict[str, float]
+    test: dict[str, float]
+    seconds: float
+    best_checkpoint: str | None
+
+
+def fit(
+    cfg: DictConfig,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    logger: TensorBoardLogger,
+    callbacks: list[L.Callback],
+) -> Fitted:
+    """Train with the configured Trainer, then validate and test the best checkpoint (loaded into ``model``)."""
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
+    (val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    return Fitted(trainer, val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None)
+
+
+def _logger(output_dir: Path, version: str = "") -> TensorBoardLogger:
+    return TensorBoardLogger(str(output_dir), name="tensorboard", version=version, default_hp_metric=False)
 
 
 def _hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -65,43 +106,46 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     datamodule: SERDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     datamodule.save_splits(output_dir / "splits")
+    transfer = None
+    if cfg.get("transfer"):
+        from ser.transfer.nsl import teach
+
+        teacher_fit = partial(fit, cfg, logger=_logger(output_dir, "teacher"),
+                              callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints"))
+        transfer = teach(cfg.transfer, datamodule, teacher_fit)
     mean, std = datamodule.standardization()
     model: SERClassifier = hydra.utils.instantiate(
         cfg.model, n_features=datamodule.n_features, classes=datamodule.classes, feature_mean=mean, feature_std=std
     )
-    logger = TensorBoardLogger(str(output_dir), name="tensorboard", version="", default_hp_metric=False)
+    logger = _logger(output_dir)
     quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
     callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
-
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    train_seconds = time.perf_counter() - start
-    best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
-    (val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    fitted = fit(cfg, model, datamodule, logger, callbacks)
 
     n_params = model.n_params()
     results: dict[str, Any] = {
         "data": datamodule.corpus,
         "seed": int(cfg.seed),
+        "model": type(model.net).__name__,
         "n_params": n_params,
         "classes": datamodule.classes,
         "baseline": {
-            "val_acc": float(val["val/acc"]),
-            "test_acc": float(test["test/acc"]),
-            "test_uar": float(test["test/uar"]),
-            "test_f1": float(test["test/f1"]),
+            "val_acc": float(fitted.val["val/acc"]),
+            "test_acc": float(fitted.test["test/acc"]),
+            "test_uar": float(fitted.test["test/uar"]),
+            "test_f1": float(fitted.test["test/f1"]),
             "size_kb": model_size_kb(model.net, {}),
             "avg_bits": FP32_BITS,
             "confusion_matrix": model.last_confusion.tolist() if model.last_confusion is not None else None,
         },
-        "timing_s": {"features": datamodule.prepared.feature_seconds, "train": train_seconds},
+        "timing_s": {"features": datamodule.prepared.feature_seconds, "train": fitted.seconds},
         "n_utterances": {name: int(len(i)) for name, i in datamodule.prepared.split.parts().items()},
         "skipped_files": len(datamodule.prepared.problems),
         "skipped": datamodule.prepared.problems,
-        "best_checkpoint": trainer.checkpoint_callback.best_model_path if best else None,
+        "best_checkpoint": fitted.best_checkpoint,
     }
+    if transfer is not None:
+        results["transfer"] = transfer
     metrics = {f"hparams/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar")}
     if quantization is not None:
         results.update(quantization.results)

@@ -53,3 +53,22 @@ def test_missing_corpus_gives_one_line_error_with_download_hint(cache_dir, tmp_p
     assert "Traceback" not in proc.stderr + proc.stdout
     (line,) = [l for l in (proc.stderr + proc.stdout).splitlines() if "EMODB not found" in l]
     assert str(tmp_path / "nowhere") in line and "emodb.bilderbar.info" in line and "wav/03a01Fa.wav" in line
+
+
+SMALL_LIGHTSERNET = (
+    "model=lightsernet", "model.net.path_channels=8", "model.net.block_channels=[16,16,32,32]",
+    "model.net.head_channels=32", "data.features.frames=64",
+)
+
+
+def test_lightsernet_learns_the_built_in_corpus_and_laq_quantizes_its_convolutions(default_corpus, cache_dir, tmp_path):
+    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=15", "quant.fixed_bits=[]",
+                     cache_dir=cache_dir, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"] == "LightSERNet" and results["n_utterances"]["train"] == 448
+    assert results["baseline"]["test_acc"] > 0.4, "7 classes: chance is 0.14"
+    layers = {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+    assert sorted(layers) == sorted(["net.paths.0.0", "net.paths.1.0", "net.paths.2.0", "net.blocks.0.0", "net.blocks.1.0",
+                                     "net.blocks.2.0", "net.blocks.3.0", "net.blocks.4", "net.classifier"])
+    assert all(1 <= b <= 8 for b in layers.values()) and results["laq"]["size_kb"] < results["baseline"]["size_kb"] / 3

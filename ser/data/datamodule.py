@@ -26,6 +26,7 @@ from ser.data.extraction import load_features
 from ser.data.features import FeatureConfig
 from ser.data.problems import Problems
 from ser.errors import DataError
+from ser.transfer.graph import Graph
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,9 @@ class SERDataModule(L.LightningDataModule):
         self.extract_device = extract_device
         self.extract_batch_size = extract_batch_size
         self.data: Prepared | None = None
+        # Set by knowledge transfer (ser.transfer): training batches then carry each
+        # utterance's graph neighbours and edge weights.
+        self.graph: Graph | None = None
 
     def _utterances(self) -> list[Utterance]:
         if self.corpus == "synthetic":
@@ -198,19 +202,20 @@ class SERDataModule(L.LightningDataModule):
     def save_splits(self, directory: str | Path) -> None:
         splits.save_split(self.prepared.split, self.prepared.utterances, directory)
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            TensorDataset(*self.tensors(part)),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-        )
+    def _loader(self, tensors: tuple[torch.Tensor, ...], shuffle: bool) -> DataLoader:
+        return DataLoader(TensorDataset(*tensors), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        x, y = self.tensors("train")
+        if self.graph is None:
+            return self._loader((x, y), shuffle=True)
+        if len(self.graph.neighbors) != len(x):
+            raise DataError(f"the graph has {len(self.graph.neighbors)} rows for {len(x)} training utterances")
+        neighbors = torch.from_numpy(self.graph.neighbors).clamp_min(0)  # missing edges: weight 0
+        return self._loader((x, y, x[neighbors], torch.from_numpy(self.graph.weights)), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader(self.tensors("val"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader(self.tensors("test"), shuffle=False)

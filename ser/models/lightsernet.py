@@ -81,5 +81,8 @@ class LightSERNet(nn.Module):
         maps = self.blocks(torch.cat([path(image) for path in self.paths], dim=1))
         return maps.mean(dim=(2, 3))  # global average pooling; a plain mean stays deterministic on GPUs
 
+    def head(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(embedded))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.embed(x)))
+        return self.head(self.embed(x))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from ser.errors import SERError
@@ -27,3 +28,12 @@ class MLP(nn.Sequential):
             width = size
         layers.append(nn.Linear(width, n_classes))
         super().__init__(*layers)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the last hidden layer (after its dropout)."""
+        for layer in list(self)[:-1]:
+            x = layer(x)
+        return x
+
+    def head(self, embedded: torch.Tensor) -> torch.Tensor:
+        return self[-1](embedded)

@@ -54,18 +54,11 @@ def confusion_figure(matrix: torch.Tensor, classes: Sequence[str], title: str = 
     return fig
 
 
-def embedding(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Input to the output layer: ``net.embed`` where the network defines it, else all but the
-    last module of a Sequential (the MLP)."""
-    if hasattr(net, "embed"):
-        return net.embed(x)
-    if isinstance(net, nn.Sequential):
-        return net[:-1](x)
-    raise TypeError(f"{type(net).__name__} has no embed() and is not an nn.Sequential")
-
-
 class SERClassifier(L.LightningModule):
     """Wraps any network mapping standardised features to class logits.
+
+    Networks split into ``embed`` (to the last hidden representation) and ``head`` (to the
+    logits), which knowledge transfer needs.
 
     ``net`` and ``optimizer`` are factories (Hydra ``_partial_``) because their sizes and
     parameters are only known once the data is set up.
@@ -108,8 +101,8 @@ class SERClassifier(L.LightningModule):
         return (features - self.feature_mean) / self.feature_std
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        """The network's last hidden representation, before the output layer."""
-        return embedding(self.net, self.standardize(features))
+        """The network's last hidden representation (``net.embed``), the input of its output layer."""
+        return self.net.embed(self.standardize(features))
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
@@ -120,7 +113,9 @@ class SERClassifier(L.LightningModule):
         return F.cross_entropy(logits, y), logits.argmax(dim=1), y
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, preds, y = self._step(batch)
+        return self.log_training(*self._step(batch))
+
+    def log_training(self, loss: torch.Tensor, preds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.train_acc(preds, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)

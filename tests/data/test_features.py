@@ -109,11 +109,40 @@ def test_chroma_from_magnitude_matches_librosa(signals):
         ({"stats": ()}, "data.features.stats"),
         ({"deltas": True, "parts": ("mel",)}, "needs 'mfcc'"),
         ({"deltas": True, "delta_width": 4}, "delta_width=4"),
+        ({"pooling": "max"}, "data.features.pooling='max'"),
+        ({"crop": "end"}, "data.features.crop='end'"),
+        ({"frames": 0}, "data.features.frames=0"),
     ],
 )
 def test_invalid_feature_options_name_the_option(options, message):
     with pytest.raises(SERError, match=message):
         FeatureConfig(**options)
+
+
+FRAMES = {"parts": ("mfcc",), "pooling": "none", "frames": 40}
+
+
+def test_fixed_length_frames_of_a_short_utterance_are_librosa_on_audio_padded_with_silence(signals):
+    y = signals[0]  # 0.4 s: 18 frames of speech
+    ours = FeatureExtractor(FeatureConfig(**FRAMES))([y])[0]
+    padded = np.pad(y, (0, 39 * 512 - len(y)))
+    assert ours.shape == (40, 40) == FeatureConfig(**FRAMES).shape
+    _close(ours, librosa.feature.mfcc(y=padded, sr=SR, n_mfcc=40)[:, :40], 1e-4)
+
+
+def test_fixed_length_frames_of_a_long_utterance_are_its_centre_or_its_start(signals):
+    y = signals[3]  # 2.5 s: 108 frames
+    ref = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=40)
+    centre = FeatureExtractor(FeatureConfig(**FRAMES))([y])[0]
+    start = FeatureExtractor(FeatureConfig(**FRAMES, crop="start"))([y])[0]
+    _close(centre, ref[:, 34:74], 1e-4)
+    _close(start, ref[:, :40], 1e-4)
+
+
+def test_fixed_length_frames_do_not_depend_on_the_batch(signals):
+    extractor = FeatureExtractor(FeatureConfig(**FRAMES), batch_size=4)
+    together = extractor(signals)
+    np.testing.assert_allclose(together, np.stack([extractor([y])[0] for y in signals]), rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")

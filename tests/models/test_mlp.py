@@ -31,3 +31,19 @@ def test_classifier_standardises_inside_the_model_and_saves_the_statistics(tmp_p
     torch.testing.assert_close(model(x * 2 + 10), model.net(x))
     assert set(model.state_dict()) >= {"feature_mean", "feature_std"}
     assert model.hparams["classes"] == ["a", "b"] and model.n_params() == 4 * 8 + 8 + 8 * 2 + 2
+
+
+def test_embed_then_head_is_the_forward_pass():
+    net = MLP(6, 3, hidden=[5, 4]).eval()
+    x = torch.randn(2, 6)
+    assert net.embed(x).shape == (2, 4)
+    torch.testing.assert_close(net.head(net.embed(x)), net(x))
+
+
+def test_mlp_refuses_frame_sequences_with_the_setting_to_change():
+    import pytest
+
+    from ser.errors import SERError
+
+    with pytest.raises(SERError, match="pooling=stats"):
+        MLP((40, 188), 7)
