@@ -68,6 +68,13 @@ def _metrics(results: dict[str, Any]) -> dict[str, float]:
     if results.get("greedy"):
         for k in ("val_acc", "test_acc", "avg_bits", "size_kb", "evaluations"):
             out[f"greedy/{k}"] = results["greedy"][k]
+    transfer = results.get("transfer")
+    if transfer:
+        out["transfer/teacher_test_acc"] = transfer["teacher"]["source_test_acc"]
+        if transfer["zero_shot"]["test_acc"] is not None:
+            out["transfer/zero_shot_test_acc"] = transfer["zero_shot"]["test_acc"]
+        for k in ("label_agreement", "chance_agreement", "edges"):
+            out[f"transfer/graph_{k}"] = transfer["graph"][k]
     return out
 
 
@@ -129,8 +136,23 @@ def _num(stats: dict[str, tuple[float, float]], key: str, digits: int = 2) -> st
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _comparison(groups: Sequence[Group]) -> list[str]:
+    """One row per group, full precision next to LAQ: how models (or settings) compare at a glance."""
+    lines = ["## Comparison", "",
+             "| group | params | fp32 test acc (%) | fp32 size (KB) | LAQ test acc (%) | LAQ size (KB) | LAQ avg bits |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for group in groups:
+        stats = summarize(group)
+        params = f"{stats['n_params'][0]:,.0f}" if "n_params" in stats else "–"
+        lines.append(f"| {group.name} | {params} | {_pct(stats, 'baseline/test_acc')} | {_num(stats, 'baseline/size_kb', 1)} "
+                     f"| {_pct(stats, 'laq/test_acc')} | {_num(stats, 'laq/size_kb', 1)} | {_num(stats, 'laq/avg_bits')} |")
+    return lines + [""]
+
+
 def render_markdown(root: Path, groups: Sequence[Group]) -> str:
     lines = [f"# Summary of {root}", ""]
+    if len(groups) > 1:
+        lines += _comparison(groups)
     for group in groups:
         stats = summarize(group)
         done = [j for j in group.jobs if j.results is not None]
@@ -154,6 +176,12 @@ def render_markdown(root: Path, groups: Sequence[Group]) -> str:
             lines += ["", f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."]
         if "laq_qat/test_acc" in stats:
             lines.append(f"LAQ + QAT: val {_pct(stats, 'laq_qat/val_acc')}, test {_pct(stats, 'laq_qat/test_acc')}.")
+        if "transfer/teacher_test_acc" in stats:
+            lines.append(f"Transfer: teacher test accuracy on its source {_pct(stats, 'transfer/teacher_test_acc')}, on this "
+                         f"corpus' shared emotions {_pct(stats, 'transfer/zero_shot_test_acc')}; "
+                         f"{_num(stats, 'transfer/graph_edges', 0)} graph edges, "
+                         f"{_pct(stats, 'transfer/graph_label_agreement')} of them join the same emotion "
+                         f"(chance {_pct(stats, 'transfer/graph_chance_agreement')}).")
         lines.append("")
     failed = [j for g in groups for j in g.jobs if j.results is None]
     lines += ["## Failed jobs", ""]

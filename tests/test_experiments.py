@@ -51,6 +51,32 @@ def test_table4_runs_laq_over_five_seeds(compose_cfg):
     assert cfg.hydra.sweeper.params == {"seed": "range(5)"} and cfg.quant.laq and list(cfg.quant.fixed_bits) == [8, 7, 6, 5, 4, 3, 2, 1]
 
 
+def test_models_compares_the_mlp_with_lightsernet_on_its_own_frame_features(compose_cfg):
+    cfg = compose_cfg("experiment=models", "data=emodb")
+    assert cfg.hydra.sweeper.params == {"model": "mlp,lightsernet", "seed": "range(5)"}
+    mlp, conv = compose_cfg("model=mlp", "data=emodb"), compose_cfg("model=lightsernet", "data=emodb")
+    assert mlp.data.features.pooling == "stats" and mlp.data.features.sample_rate == 22050
+    assert conv.model.net._target_ == "ser.models.lightsernet.LightSERNet" and conv.model.net.dropout == 0.3
+    features = conv.data.features
+    assert (features.pooling, features.sample_rate, features.n_fft, features.hop_length) == ("none", 16000, 1024, 256)
+    assert list(features.parts) == ["mfcc"] and features.n_mfcc == 40 and conv.data.corpus == "emodb"
+
+
+def test_nsl_compares_the_student_with_and_without_the_graph_over_five_seeds(compose_cfg):
+    cfg = compose_cfg("experiment=nsl", "data=emodb")
+    assert cfg.hydra.sweeper.params == {"model.graph_weight": "0,0.1", "seed": "range(5)"}
+    assert cfg.model._target_ == "ser.transfer.student.GraphRegularizedClassifier"
+    assert cfg.transfer.source.corpus == "synthetic" and cfg.transfer.teacher.net._target_ == "ser.models.mlp.MLP"
+    assert cfg.data.corpus == "emodb" and cfg.transfer.k == 5
+    other = compose_cfg("experiment=nsl", "data@transfer.source=tess", "model=lightsernet")
+    assert other.transfer.source.corpus == "tess" and other.model.net._target_ == "ser.models.lightsernet.LightSERNet"
+    assert other.transfer.source.features.pooling == "stats" and other.data.features.pooling == "none"
+
+
+def test_transfer_is_off_by_default(compose_cfg):
+    assert compose_cfg().get("transfer") is None
+
+
 def test_loso_sweeps_speaker_folds(compose_cfg):
     cfg = compose_cfg("experiment=loso", "data=emodb")
     assert cfg.data.split.kind == "loso" and cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
