@@ -91,3 +91,16 @@ def test_export_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, c
     assert export_main([str(tmp_path), "-o", str(tmp_path / "m.serq")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a training run" in err
+
+
+def test_export_of_a_lightsernet_run_says_only_the_mlp_is_supported(default_run, tmp_path, capsys):
+    run_dir, _ = default_run
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes((run_dir / "checkpoints" / "best.ckpt").read_bytes())
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg.model.net._target_ = "ser.models.lightsernet.LightSERNet"
+    OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
+    assert export_main([str(tmp_path), "-o", str(tmp_path / "m.serq")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "supports the MLP" in err and "LightSERNet" in err
