@@ -23,6 +23,7 @@ from ser.io import write_json, write_text
 from ser.models.module import SERClassifier
 from ser.quant.quantizer import model_size_kb
 from ser.quant.report import accuracy_vs_bits_figure, render_markdown
+from ser.transfer.nsl import teach
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ def _callbacks(cfg: DictConfig, checkpoint_dir: Path | None = None) -> list[L.Ca
 class Fitted:
     """A trained model's best-checkpoint metrics and where that checkpoint is."""
 
-    trainer: L.Trainer
     val: dict[str, float]
     test: dict[str, float]
     seconds: float
@@ -65,7 +65,7 @@ def fit(
     best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
     (val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    return Fitted(trainer, val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None)
+    return Fitted(val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None)
 
 
 def _logger(output_dir: Path, version: str = "") -> TensorBoardLogger:
@@ -108,8 +108,6 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     datamodule.save_splits(output_dir / "splits")
     transfer = None
     if cfg.get("transfer"):
-        from ser.transfer.nsl import teach
-
         teacher_fit = partial(fit, cfg, logger=_logger(output_dir, "teacher"),
                               callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints"))
         transfer = teach(cfg.transfer, datamodule, teacher_fit)

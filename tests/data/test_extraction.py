@@ -35,6 +35,16 @@ def test_second_run_loads_identical_features_from_cache(corpus, tmp_path):
     np.testing.assert_array_equal(first.features, second.features)
 
 
+def test_frame_sequences_are_cached_like_pooled_vectors(corpus, tmp_path):
+    frames = FeatureConfig(**{**CONFIG.to_dict(), "pooling": "none", "frames": 30})
+    first = load_features(corpus, frames, Problems(), tmp_path / "cache")
+    second = load_features(corpus, frames, Problems(), tmp_path / "cache")
+    assert (first.from_cache, second.from_cache) == (False, True)
+    assert first.features.shape == (12, CONFIG.frame_dim, 30)
+    np.testing.assert_array_equal(first.features, second.features)
+    assert not load_features(corpus, CONFIG, Problems(), tmp_path / "cache").from_cache, "pooled and frames differ"
+
+
 def test_changed_feature_setting_recomputes(corpus, tmp_path):
     load_features(corpus, CONFIG, Problems(), tmp_path / "cache")
     changed = load_features(corpus, FeatureConfig(**{**CONFIG.to_dict(), "n_mfcc": 20}), Problems(), tmp_path / "cache")
