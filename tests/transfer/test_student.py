@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 from torch.nn import functional as F
 
 from ser.models.mlp import MLP
 from ser.models.module import SERClassifier
 from ser.transfer.student import GraphRegularizedClassifier
+
+# training_step is called directly, without a Trainer for self.log to report to.
+pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 
 NET = partial(MLP, hidden=[16, 8], dropout=0.0)
 ADAM = partial(torch.optim.Adam, lr=1e-2)
