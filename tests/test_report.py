@@ -76,3 +76,27 @@ def test_jobs_are_read_in_numeric_order(tmp_path):
     jobs = find_jobs(tmp_path)
     assert [j.overrides["seed"] for j in jobs] == ["2", "10"]
     assert jobs[0].error == "no results.json (job did not finish)"
+
+
+def _results(n_params: int, test_acc: float, laq_acc: float, bits: float, transfer: bool = False) -> dict:
+    laq = {"val_acc": 0.5, "test_acc": laq_acc, "test_uar": 0.5, "size_kb": bits * 10, "avg_bits": bits,
+           "evaluations": 5, "search_s": 0.01}
+    results = {"n_params": n_params, "fixed": [], "laq": laq,
+               "baseline": {"val_acc": 0.5, "test_acc": test_acc, "test_uar": 0.5, "size_kb": n_params * 4 / 1000}}
+    if transfer:
+        results["transfer"] = {"teacher": {"source_test_acc": 0.8}, "zero_shot": {"test_acc": 0.3},
+                               "graph": {"label_agreement": 0.25, "chance_agreement": 0.15, "edges": 100}}
+    return results
+
+
+def test_comparison_table_puts_groups_side_by_side_at_full_precision_and_after_laq(tmp_path):
+    from ser.report import Job, group_jobs, render_markdown
+
+    jobs = [Job(tmp_path, {"model": "mlp", "seed": "0"}, _results(1000, 0.70, 0.60, 1.5), None),
+            Job(tmp_path, {"model": "mlp", "seed": "1"}, _results(1000, 0.80, 0.70, 2.5), None),
+            Job(tmp_path, {"model": "lightsernet", "seed": "0"}, _results(461703, 0.75, 0.65, 3.0, transfer=True), None)]
+    summary = render_markdown(tmp_path, group_jobs(jobs))
+    table = summary.split("## Comparison")[1].split("\n## ")[0]
+    assert "| model=mlp | 1,000 | 75.00 ± 7.07 | 4.0 ± 0.0 | 65.00 ± 7.07 | 20.0 ± 7.1 | 2.00 ± 0.71 |" in table
+    assert "| model=lightsernet | 461,703 | 75.00 ± 0.00 | 1846.8 ± 0.0 | 65.00 ± 0.00 | 30.0 ± 0.0 | 3.00 ± 0.00 |" in table
+    assert "25.00 ± 0.00 of them join the same emotion (chance 15.00 ± 0.00)" in summary
