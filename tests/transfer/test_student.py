@@ -70,3 +70,15 @@ def test_training_with_the_graph_pulls_neighbours_embeddings_together():
             optimizer.step()
         cosines[weight] = _cosine_to_neighbours(model, batch)
     assert cosines[1.0] > 0.9 > cosines[0.0]
+
+
+def test_a_convolutional_student_takes_the_same_graph_term():
+    from ser.models.lightsernet import LightSERNet
+
+    torch.manual_seed(0)
+    net = partial(LightSERNet, path_channels=4, block_channels=(8, 8, 8, 8), head_channels=8)
+    student = GraphRegularizedClassifier(net, ADAM, (5, 16), ["a", "b"], graph_weight=1.0).eval()  # eval: no dropout
+    x, y = torch.randn(4, 5, 16), torch.tensor([0, 1, 0, 1])
+    neighbors, weights = torch.randn(4, 3, 5, 16), torch.full((4, 3), 0.5)
+    loss = student.training_step((x, y, neighbors, weights), 0)
+    assert loss.isfinite() and loss > F.cross_entropy(student(x), y)
