@@ -17,7 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 from platformdirs import user_cache_path
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ser.data import splits, synthetic
 from ser.data.audio import AudioChecks
@@ -202,20 +202,38 @@ class SERDataModule(L.LightningDataModule):
     def save_splits(self, directory: str | Path) -> None:
         splits.save_split(self.prepared.split, self.prepared.utterances, directory)
 
-    def _loader(self, tensors: tuple[torch.Tensor, ...], shuffle: bool) -> DataLoader:
-        return DataLoader(TensorDataset(*tensors), batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         x, y = self.tensors("train")
         if self.graph is None:
-            return self._loader((x, y), shuffle=True)
+            return self._loader(TensorDataset(x, y), shuffle=True)
         if len(self.graph.neighbors) != len(x):
             raise DataError(f"the graph has {len(self.graph.neighbors)} rows for {len(x)} training utterances")
-        neighbors = torch.from_numpy(self.graph.neighbors).clamp_min(0)  # missing edges: weight 0
-        return self._loader((x, y, x[neighbors], torch.from_numpy(self.graph.weights)), shuffle=True)
+        return self._loader(WithNeighbours(x, y, self.graph), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.tensors("val"), shuffle=False)
+        return self._loader(TensorDataset(*self.tensors("val")), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.tensors("test"), shuffle=False)
+        return self._loader(TensorDataset(*self.tensors("test")), shuffle=False)
+
+
+class WithNeighbours(Dataset):
+    """(features, label, neighbours' features (k, ...), edge weights (k,)) per training utterance.
+
+    Neighbours are looked up per item rather than copied k times up front, so memory stays
+    that of the features. A missing edge (index -1) points at row 0 with weight 0.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, graph: Graph) -> None:
+        self.x, self.y = x, y
+        self.neighbors = torch.from_numpy(graph.neighbors).clamp_min(0)
+        self.weights = torch.from_numpy(graph.weights)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        return self.x[i], self.y[i], self.x[self.neighbors[i]], self.weights[i]
