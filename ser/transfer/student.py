@@ -32,7 +32,7 @@ class GraphRegularizedClassifier(SERClassifier):
         x, y, neighbors, weights = batch
         size, k = weights.shape
         # One pass over the utterances and their neighbours (B * (1 + k) inputs).
-        embedded = self.net.embed(self.standardize(torch.cat([x, neighbors.flatten(0, 1)])))
+        embedded = self.embed(torch.cat([x, neighbors.flatten(0, 1)]))
         own, theirs = embedded[:size], embedded[size:].view(size, k, -1)
         logits = self.net.head(own)
         direction = F.normalize(own, dim=-1)[:, None, :] - F.normalize(theirs, dim=-1)
