@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser.data.datamodule import SERDataModule
 from ser.io import write_json, write_text
 from ser.models.module import SERClassifier
+from ser.quant.evaluation import SplitTensors, predict
 from ser.quant.quantizer import model_size_kb
 from ser.quant.report import accuracy_vs_bits_figure, render_markdown
 from ser.transfer.nsl import teach
@@ -99,6 +100,24 @@ def _report(results: dict[str, Any], output_dir: Path, logger: TensorBoardLogger
     plt.close(figure)
 
 
+def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantization) -> dict[str, Any]:
+    """Every test utterance's label and each model's predicted class (indices into ``classes``).
+
+    ``ser report`` pools these over the folds of a k-fold or leave-one-speaker-out sweep, so
+    pooled UAR and WA are computed over every utterance exactly, not averaged from folds.
+    """
+    prepared = datamodule.prepared
+    inputs, labels = datamodule.tensors("test")
+    baseline = predict(model, SplitTensors(inputs.to(model.device), labels.to(model.device)))
+    models = {"baseline": baseline.cpu().tolist(), **(quantization.predictions if quantization is not None else {})}
+    return {
+        "paths": [str(prepared.utterances[i].path) for i in prepared.split.test],
+        "speakers": [prepared.utterances[i].speaker for i in prepared.split.test],
+        "labels": labels.tolist(),
+        "models": models,
+    }
+
+
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     """Run the configured experiment and return (and write) its results."""
     output_dir = Path(output_dir)
@@ -112,8 +131,12 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
                               callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints"))
         transfer = teach(cfg.transfer, datamodule, teacher_fit)
     mean, std = datamodule.standardization()
+    population = datamodule.prepared.population
+    speaker = {} if population is None else {
+        "speaker_population": (population.mean, population.std), "speaker_prior_weight": datamodule.speaker_prior_weight}
     model: SERClassifier = hydra.utils.instantiate(
-        cfg.model, n_features=datamodule.n_features, classes=datamodule.classes, feature_mean=mean, feature_std=std
+        cfg.model, n_features=datamodule.n_features, classes=datamodule.classes, feature_mean=mean, feature_std=std,
+        **speaker,
     )
     logger = _logger(output_dir)
     quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
@@ -144,6 +167,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     }
     if transfer is not None:
         results["transfer"] = transfer
+    results["test_predictions"] = _test_predictions(model, datamodule, quantization)
     metrics = {f"hparams/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar")}
     if quantization is not None:
         results.update(quantization.results)

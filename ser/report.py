@@ -6,6 +6,11 @@ Every job directory of the sweep (one with ``.hydra/overrides.yaml``) counts: fi
 by their ``results.json``, failed ones by ``failed.json`` (or by having neither). Jobs are
 grouped by the overrides that vary across the sweep, except the replicate keys (``seed`` and
 ``data.split.fold`` by default), over which means and standard deviations are taken.
+
+Where jobs kept their test predictions (``test_predictions`` in results.json), each group's
+predictions are also pooled: UAR and WA over every test utterance of every fold at once,
+which is how k-fold and leave-one-speaker-out results are reported in SER (a mean over
+folds weighs a 30-utterance fold like a 70-utterance one).
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ def _metrics(results: dict[str, Any]) -> dict[str, float]:
     out = {f"baseline/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar", "size_kb")}
     out["n_params"] = results["n_params"]
     for row in results.get("fixed", []):
-        for k in ("val_acc", "test_acc", "size_kb", "avg_bits"):
-            out[f"fixed{row['bits']}/{k}"] = row[k]
+        for k in ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits"):
+            if k in row:
+                out[f"fixed{row['bits']}/{k}"] = row[k]
     laq = results.get("laq")
     if laq:
         for k in ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits", "evaluations", "search_s"):
@@ -122,6 +128,76 @@ def summarize(group: Group) -> dict[str, tuple[float, float]]:
     return {k: mean_std([m[k] for m in per_job if k in m]) for k in names}
 
 
+# Pooled models in table order: what results.json's test_predictions call them, what the tables say.
+POOLED_NAMES = {"baseline": "32-bit baseline", **{f"fixed/{b}": f"{b}-bit fixed" for b in BITS},
+                "laq": "LAQ", "laq_qat": "LAQ + QAT fine-tuning", "greedy": "sensitivity greedy"}
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """One model's test predictions over all jobs of a group, scored at once."""
+
+    uar: float
+    wa: float
+    n: int
+    jobs: int
+    uar_per_job: tuple[float, float]  # mean, sample std
+    wa_per_job: tuple[float, float]
+
+
+def _uar_wa(truth: Sequence[str], predicted: Sequence[str]) -> tuple[float, float]:
+    """Unweighted average recall over the classes present in ``truth``, and accuracy."""
+    truth_arr, pred_arr = np.asarray(truth), np.asarray(predicted)
+    recalls = [float((pred_arr[truth_arr == c] == c).mean()) for c in np.unique(truth_arr)]
+    return float(np.mean(recalls)), float((truth_arr == pred_arr).mean())
+
+
+def pooled(group: Group) -> dict[str, Pooled]:
+    """Pooled UAR and WA of every model that all finished jobs of ``group`` kept predictions for.
+
+    Labels and predictions are compared by class name, so jobs whose class lists differ (e.g.
+    corpora with other emotions) still pool correctly.
+    """
+    jobs = [j.results for j in group.jobs if j.results is not None and j.results.get("test_predictions")]
+    if not jobs:
+        return {}
+    names = [name for name in POOLED_NAMES if all(name in r["test_predictions"]["models"] for r in jobs)]
+    out = {}
+    for name in names:
+        truth, predicted, per_job = [], [], []
+        for r in jobs:
+            classes, kept = r["classes"], r["test_predictions"]
+            t = [classes[i] for i in kept["labels"]]
+            p = [classes[i] for i in kept["models"][name]]
+            truth += t
+            predicted += p
+            per_job.append(_uar_wa(t, p))
+        uar, wa = _uar_wa(truth, predicted)
+        out[name] = Pooled(uar, wa, len(truth), len(jobs), mean_std([u for u, _ in per_job]), mean_std([w for _, w in per_job]))
+    return out
+
+
+def _pooled_lines(group: Group, stats: dict[str, tuple[float, float]]) -> list[str]:
+    """The pooled table of one group: every model's UAR and WA over all its test utterances."""
+    scores = pooled(group)
+    if not scores:
+        return []
+    first = next(iter(scores.values()))
+    size_key = {"baseline": "baseline/size_kb", "laq": "laq/size_kb", "greedy": "greedy/size_kb"}
+    bits_key = {"laq": "laq/avg_bits", "greedy": "greedy/avg_bits"}
+    lines = [f"Pooled over the {first.n} test utterances of {first.jobs} job(s) (per-job mean ± std beside):", "",
+             "| model | pooled UAR (%) | pooled WA (%) | UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, score in scores.items():
+        bits = name.split("/")[1] if name.startswith("fixed/") else None
+        size = _num(stats, f"fixed{bits}/size_kb", 1) if bits else _num(stats, size_key.get(name, ""), 1)
+        avg_bits = bits or ("32" if name == "baseline" else _num(stats, bits_key.get(name, "")))
+        lines.append(f"| {POOLED_NAMES[name]} | {100 * score.uar:.2f} | {100 * score.wa:.2f} "
+                     f"| {100 * score.uar_per_job[0]:.2f} ± {100 * score.uar_per_job[1]:.2f} "
+                     f"| {100 * score.wa_per_job[0]:.2f} ± {100 * score.wa_per_job[1]:.2f} | {size} | {avg_bits} |")
+    return lines + [""]
+
+
 def _pct(stats: dict[str, tuple[float, float]], key: str) -> str:
     if key not in stats:
         return "–"
@@ -139,13 +215,17 @@ def _num(stats: dict[str, tuple[float, float]], key: str, digits: int = 2) -> st
 def _comparison(groups: Sequence[Group]) -> list[str]:
     """One row per group, full precision next to LAQ: how models (or settings) compare at a glance."""
     lines = ["## Comparison", "",
-             "| group | params | fp32 test acc (%) | fp32 size (KB) | LAQ test acc (%) | LAQ size (KB) | LAQ avg bits |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| group | params | fp32 test acc (%) | fp32 size (KB) | LAQ test acc (%) | LAQ size (KB) | LAQ avg bits "
+             "| fp32 pooled UAR (%) | LAQ pooled UAR (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for group in groups:
         stats = summarize(group)
+        scores = pooled(group)
+        uar = {name: f"{100 * scores[name].uar:.2f}" if name in scores else "–" for name in ("baseline", "laq")}
         params = f"{stats['n_params'][0]:,.0f}" if "n_params" in stats else "–"
         lines.append(f"| {group.name} | {params} | {_pct(stats, 'baseline/test_acc')} | {_num(stats, 'baseline/size_kb', 1)} "
-                     f"| {_pct(stats, 'laq/test_acc')} | {_num(stats, 'laq/size_kb', 1)} | {_num(stats, 'laq/avg_bits')} |")
+                     f"| {_pct(stats, 'laq/test_acc')} | {_num(stats, 'laq/size_kb', 1)} | {_num(stats, 'laq/avg_bits')} "
+                     f"| {uar['baseline']} | {uar['laq']} |")
     return lines + [""]
 
 
@@ -165,15 +245,16 @@ def render_markdown(root: Path, groups: Sequence[Group]) -> str:
         for b in BITS:
             if f"fixed{b}/test_acc" in stats:
                 lines.append(f"| {b}-bit fixed | {_num(stats, f'fixed{b}/size_kb', 1)} | {_pct(stats, f'fixed{b}/val_acc')} "
-                             f"| {_pct(stats, f'fixed{b}/test_acc')} | – | {b} |")
+                             f"| {_pct(stats, f'fixed{b}/test_acc')} | {_pct(stats, f'fixed{b}/test_uar')} | {b} |")
         if "laq/test_acc" in stats:
             lines.append(f"| LAQ | {_num(stats, 'laq/size_kb', 1)} | {_pct(stats, 'laq/val_acc')} | {_pct(stats, 'laq/test_acc')} "
                          f"| {_pct(stats, 'laq/test_uar')} | {_num(stats, 'laq/avg_bits')} |")
         if "greedy/test_acc" in stats:
             lines.append(f"| sensitivity greedy | {_num(stats, 'greedy/size_kb', 1)} | {_pct(stats, 'greedy/val_acc')} "
                          f"| {_pct(stats, 'greedy/test_acc')} | – | {_num(stats, 'greedy/avg_bits')} |")
+        lines += ["", *_pooled_lines(group, stats)]
         if "laq/test_acc" in stats:
-            lines += ["", f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."]
+            lines += [f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."]
         if "laq_qat/test_acc" in stats:
             lines.append(f"LAQ + QAT: val {_pct(stats, 'laq_qat/val_acc')}, test {_pct(stats, 'laq_qat/test_acc')}.")
         if "transfer/teacher_test_acc" in stats:
@@ -189,9 +270,18 @@ def render_markdown(root: Path, groups: Sequence[Group]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_pooled(group: Group) -> dict[str, tuple[float, float]]:
+    """The group's mean ± std metrics plus ``pooled/<model>/{uar,wa}``: the pooled value and the std over jobs."""
+    stats = dict(summarize(group))
+    for name, score in pooled(group).items():
+        stats[f"pooled/{name}/uar"] = (score.uar, score.uar_per_job[1])
+        stats[f"pooled/{name}/wa"] = (score.wa, score.wa_per_job[1])
+    return stats
+
+
 def write_csv(path: Path, groups: Sequence[Group]) -> None:
     group_keys = [k for k, _ in groups[0].key] if groups else []
-    summaries = [summarize(g) for g in groups]
+    summaries = [_with_pooled(g) for g in groups]
     metrics = sorted({k for s in summaries for k in s})
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)

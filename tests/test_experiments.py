@@ -98,3 +98,21 @@ def test_parallel_launchers_compose(compose_cfg, launcher, target):
 def test_ddp_trainer_config_uses_the_ddp_strategy(compose_cfg):
     cfg = compose_cfg("trainer=ddp")
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.accelerator == "gpu"
+
+
+def test_kfold_sweeps_ten_stratified_folds(compose_cfg):
+    cfg = compose_cfg("experiment=kfold", "data=emodb", "data.root=/x")
+    assert cfg.data.split.kind == "kfold" and cfg.data.split.folds == 10
+    assert cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
+
+
+def test_cross_corpus_tests_on_another_corpus_over_five_seeds(compose_cfg):
+    cfg = compose_cfg("experiment=cross_corpus", "data=emodb", "data.split.test_corpus=synthetic")
+    assert cfg.data.split.kind == "cross_corpus" and cfg.data.split.test_corpus == "synthetic"
+    assert cfg.hydra.sweeper.params == {"seed": "range(5)"}
+
+
+def test_speaker_normalisation_is_off_in_the_paper_recipe(compose_cfg):
+    cfg = compose_cfg()
+    assert cfg.data.normalize == "global" and cfg.model.scheduler is None
+    assert dict(cfg.model.regularization) == {"label_smoothing": 0.0, "mixup_alpha": 0.0, "input_noise": 0.0}

@@ -97,6 +97,56 @@ def test_comparison_table_puts_groups_side_by_side_at_full_precision_and_after_l
             Job(tmp_path, {"model": "lightsernet", "seed": "0"}, _results(461703, 0.75, 0.65, 3.0, transfer=True), None)]
     summary = render_markdown(tmp_path, group_jobs(jobs))
     table = summary.split("## Comparison")[1].split("\n## ")[0]
-    assert "| model=mlp | 1,000 | 75.00 ± 7.07 | 4.0 ± 0.0 | 65.00 ± 7.07 | 20.0 ± 7.1 | 2.00 ± 0.71 |" in table
-    assert "| model=lightsernet | 461,703 | 75.00 ± 0.00 | 1846.8 ± 0.0 | 65.00 ± 0.00 | 30.0 ± 0.0 | 3.00 ± 0.00 |" in table
+    assert "| model=mlp | 1,000 | 75.00 ± 7.07 | 4.0 ± 0.0 | 65.00 ± 7.07 | 20.0 ± 7.1 | 2.00 ± 0.71 | – | – |" in table
+    assert "| model=lightsernet | 461,703 | 75.00 ± 0.00 | 1846.8 ± 0.0 | 65.00 ± 0.00 | 30.0 ± 0.0 | 3.00 ± 0.00 | – | – |" in table
     assert "25.00 ± 0.00 of them join the same emotion (chance 15.00 ± 0.00)" in summary
+
+
+def _fold(classes: list[str], labels: list[str], baseline: list[str], laq: list[str]) -> dict:
+    """A finished fold whose test predictions are given by class name."""
+    index = {c: i for i, c in enumerate(classes)}
+    results = _results(1000, 0.0, 0.0, 2.0)
+    results["classes"] = classes
+    results["test_predictions"] = {"labels": [index[c] for c in labels],
+                                   "models": {"baseline": [index[c] for c in baseline], "laq": [index[c] for c in laq]}}
+    return results
+
+
+def test_pooled_scores_count_every_test_utterance_of_every_fold_once(tmp_path):
+    from ser.report import Group, Job, pooled
+
+    # Fold 0: 3 utterances; fold 1: 1 utterance, with the classes in another order.
+    folds = [_fold(["a", "b"], ["a", "a", "b"], ["a", "b", "b"], ["a", "a", "a"]),
+             _fold(["b", "a"], ["b"], ["b"], ["a"])]
+    group = Group((), [Job(tmp_path, {"data.split.fold": str(k)}, r, None) for k, r in enumerate(folds)])
+    scores = pooled(group)
+    # Baseline over the 4 utterances: a 1/2 right, b 2/2 right -> UAR 0.75, WA 3/4.
+    assert (scores["baseline"].uar, scores["baseline"].wa, scores["baseline"].n) == (0.75, 0.75, 4)
+    # LAQ: a 2/2, b 0/2 -> UAR 0.5, WA 0.5; per fold UAR 0.5 and 0.0.
+    assert (scores["laq"].uar, scores["laq"].wa) == (0.5, 0.5)
+    assert scores["laq"].uar_per_job == pytest.approx((0.25, np.std([0.5, 0.0], ddof=1)))
+
+
+def test_summary_has_a_pooled_table_and_pooled_columns_in_the_csv(tmp_path):
+    from ser.report import Group, Job, render_markdown, write_csv
+
+    folds = [_fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"]), _fold(["a", "b"], ["a", "b"], ["b", "b"], ["b", "b"])]
+    group = Group((), [Job(tmp_path, {"data.split.fold": str(k)}, r, None) for k, r in enumerate(folds)])
+    summary = render_markdown(tmp_path, [group])
+    assert "Pooled over the 4 test utterances of 2 job(s)" in summary
+    assert "| 32-bit baseline | 75.00 | 75.00 | 75.00 ± 35.36 | 75.00 ± 35.36 | 4.0 ± 0.0 | 32 |" in summary
+    assert "| LAQ | 50.00 | 50.00 | 50.00 ± 0.00 | 50.00 ± 0.00 | 20.0 ± 0.0 | 2.00 ± 0.00 |" in summary
+    write_csv(tmp_path / "summary.csv", [group])
+    (row,) = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert float(row["pooled/baseline/uar_mean"]) == 0.75 and float(row["pooled/laq/wa_mean"]) == 0.5
+
+
+def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):
+    sweep_dir, _, _ = sweep
+    results = json.loads((sweep_dir / "0" / "results.json").read_text())
+    kept = results["test_predictions"]
+    assert len(kept["labels"]) == results["n_utterances"]["test"] == len(kept["paths"])
+    assert set(kept["models"]) == {"baseline", "fixed/4", "fixed/1", "laq"}
+    accuracy = np.mean(np.array(kept["models"]["laq"]) == np.array(kept["labels"]))
+    assert accuracy == pytest.approx(results["laq"]["test_acc"])
+    assert "Pooled over the " in (sweep_dir / "summary.md").read_text()

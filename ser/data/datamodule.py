@@ -8,6 +8,7 @@ every checkpoint instead of in a side file that could get lost.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,38 +20,19 @@ import torch
 from platformdirs import user_cache_path
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ser.data import splits, synthetic
+from ser.data import speaker_norm, splits, synthetic
 from ser.data.audio import AudioChecks
 from ser.data.corpora import Utterance, class_order, load_corpus
 from ser.data.extraction import load_features
 from ser.data.features import FeatureConfig
 from ser.data.problems import Problems
+from ser.data.splits import SplitConfig
 from ser.errors import DataError
 from ser.transfer.graph import Graph
 
 log = logging.getLogger(__name__)
 
-SPLIT_KINDS = ("stratified", "speaker", "loso")
-STD_FLOOR = 1e-10
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """How utterances are divided; ``kind`` picks which of the other fields matter."""
-
-    kind: str = "stratified"
-    val: float = 0.1
-    test: float = 0.1
-    seed: int = 0
-    test_speakers: tuple[str, ...] = ()
-    val_speakers: tuple[str, ...] = ()
-    fold: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SPLIT_KINDS:
-            raise DataError(f"data.split.kind={self.kind!r} is not one of {', '.join(SPLIT_KINDS)}")
-        object.__setattr__(self, "test_speakers", tuple(str(s) for s in self.test_speakers))
-        object.__setattr__(self, "val_speakers", tuple(str(s) for s in self.val_speakers))
+STD_FLOOR = speaker_norm.STD_FLOOR
 
 
 def default_cache_dir() -> Path:
@@ -67,7 +49,11 @@ def _as(cls, value):
 
 @dataclass
 class Prepared:
-    """What ``setup`` produced; kept together so it is computed exactly once."""
+    """What ``setup`` produced; kept together so it is computed exactly once.
+
+    ``features`` are as extracted; ``inputs`` are what the model sees (the same array, or
+    z-scored per speaker with ``data.normalize=speaker``).
+    """
 
     utterances: list[Utterance]
     features: np.ndarray
@@ -76,6 +62,12 @@ class Prepared:
     split: splits.Split
     problems: list[str] = field(default_factory=list)
     feature_seconds: float = 0.0
+    inputs: np.ndarray | None = None
+    population: speaker_norm.SpeakerStats | None = None
+
+    def __post_init__(self) -> None:
+        if self.inputs is None:
+            self.inputs = self.features
 
 
 class SERDataModule(L.LightningDataModule):
@@ -96,8 +88,14 @@ class SERDataModule(L.LightningDataModule):
         min_duration_s: float = 0.1,
         extract_device: str = "auto",
         extract_batch_size: int = 8,
+        normalize: str = "global",
+        speaker_prior_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if normalize not in speaker_norm.NORMALIZE:
+            raise DataError(f"data.normalize={normalize!r} is not one of {', '.join(speaker_norm.NORMALIZE)}")
+        if speaker_prior_weight < 0:
+            raise DataError(f"data.speaker_prior_weight={speaker_prior_weight} must be >= 0")
         self.corpus = corpus
         self.root = root
         self.manifest = manifest
@@ -111,26 +109,37 @@ class SERDataModule(L.LightningDataModule):
         self.checks = AudioChecks(min_duration_s=min_duration_s)
         self.extract_device = extract_device
         self.extract_batch_size = extract_batch_size
+        self.normalize = normalize
+        self.speaker_prior_weight = float(speaker_prior_weight)
         self.data: Prepared | None = None
         # Set by knowledge transfer (ser.transfer): training batches then carry each
         # utterance's graph neighbours and edge weights.
         self.graph: Graph | None = None
 
-    def _utterances(self) -> list[Utterance]:
-        if self.corpus == "synthetic":
-            root = Path(self.root).expanduser() if self.root else self.cache_dir / "corpora" / "synthetic"
-            manifest = synthetic.generate(root, self.synthetic_spec)
-            return load_corpus("manifest", manifest=manifest, problems=self.problems)
-        return load_corpus(self.corpus, root=self.root, manifest=self.manifest, problems=self.problems)
+    def _load(self, corpus: str, root: str | None, manifest: str | None) -> list[Utterance]:
+        if corpus == "synthetic":
+            where = Path(root).expanduser() if root else self.cache_dir / "corpora" / "synthetic"
+            return load_corpus("manifest", manifest=synthetic.generate(where, self.synthetic_spec), problems=self.problems)
+        return load_corpus(corpus, root=root, manifest=manifest, problems=self.problems)
 
-    def _split(self, utterances: list[Utterance]) -> splits.Split:
+    def _utterances(self) -> tuple[list[Utterance], int]:
+        """The corpus' utterances and, for a cross-corpus split, the test corpus' after them.
+
+        Returns the list and how many of it come from the training corpus. Across corpora
+        only the emotions both have are kept, matched by their canonical names.
+        """
+        utterances = self._load(self.corpus, self.root, self.manifest)
         c = self.split_config
-        if c.kind == "stratified":
-            return splits.stratified_split([u.label for u in utterances], c.val, c.test, c.seed)
-        speakers = [u.speaker for u in utterances]
-        if c.kind == "loso":
-            return splits.loso_split(speakers, c.fold)
-        return splits.speaker_split(speakers, c.test_speakers, c.val_speakers)
+        if c.kind != "cross_corpus":
+            return utterances, len(utterances)
+        root = c.test_root or (os.environ.get(f"SER_{c.test_corpus.upper()}_ROOT") if c.test_corpus != "synthetic" else None)
+        test = self._load(c.test_corpus, root, c.test_manifest)
+        shared = {u.label for u in utterances} & {u.label for u in test}
+        if not shared:
+            raise DataError(f"{self.corpus} and data.split.test_corpus={c.test_corpus} share no emotion: "
+                            f"{sorted({u.label for u in utterances})} against {sorted({u.label for u in test})}")
+        source = [u for u in utterances if u.label in shared]
+        return source + [u for u in test if u.label in shared], len(source)
 
     def prepare_data(self) -> None:
         self.setup()
@@ -138,8 +147,9 @@ class SERDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.data is not None:
             return
+        utterances, n_source = self._utterances()
         table = load_features(
-            self._utterances(),
+            utterances,
             self.feature_config,
             self.problems,
             self.cache_dir,
@@ -147,17 +157,38 @@ class SERDataModule(L.LightningDataModule):
             self.extract_device,
             self.extract_batch_size,
         )
+        kept = {u.path for u in table.utterances}
+        n_source = sum(u.path in kept for u in utterances[:n_source])
         utterances, features = table.utterances, table.features
-        if self.split_config.kind == "stratified":
-            small = splits.small_classes([u.label for u in utterances], 3, self.problems)
+        if self.split_config.kind in ("stratified", "kfold", "cross_corpus"):
+            small = splits.small_classes([u.label for u in utterances[:n_source]], 3, self.problems)
             mask = np.array([u.label not in small for u in utterances], dtype=bool)
+            n_source = int(mask[:n_source].sum())
             utterances, features = [u for u, m in zip(utterances, mask) if m], features[mask]
         classes = class_order(u.label for u in utterances)
         labels = np.array([classes.index(u.label) for u in utterances], dtype=np.int64)
-        split = self._split(utterances)
-        self.data = Prepared(utterances, features, labels, classes, split, list(self.problems.messages), table.seconds)
+        split = splits.make_split(self.split_config, utterances, n_source)
+        inputs, population = self._normalized(utterances, features, split)
+        self.data = Prepared(utterances, features, labels, classes, split, list(self.problems.messages), table.seconds,
+                             inputs, population)
         sizes = {name: len(index) for name, index in split.parts().items()}
-        log.info("%s: %d utterances, %d classes %s, split %s", self.corpus, len(utterances), len(classes), classes, sizes)
+        log.info("%s: %d utterances, %d classes %s, split %s%s", self.corpus, len(utterances), len(classes), classes,
+                 sizes, ", features z-scored per speaker" if population is not None else "")
+
+    def _normalized(self, utterances: list[Utterance], features: np.ndarray, split: splits.Split):
+        """``data.normalize=speaker``: each part's utterances z-scored per speaker within that part."""
+        if self.normalize == "global":
+            return features, None
+        nameless = [u.path for u in utterances if not u.speaker]
+        if nameless:
+            raise DataError(f"{nameless[0]}: has no speaker, which data.normalize=speaker needs "
+                            "(add a speaker column to the manifest, or use data.normalize=global)")
+        blocks = [block for _, block in self.feature_config.blocks()]
+        population = speaker_norm.statistics(features[split.train], blocks=blocks)
+        speakers = np.array([u.speaker for u in utterances])
+        inputs = speaker_norm.normalize_by_speaker(features, speakers, list(split.parts().values()), population,
+                                                   self.speaker_prior_weight, blocks)
+        return inputs, population
 
     @property
     def prepared(self) -> Prepared:
@@ -176,28 +207,23 @@ class SERDataModule(L.LightningDataModule):
         return int(shape[0]) if len(shape) == 1 else tuple(int(n) for n in shape)
 
     def standardization(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the training split, with each std floored at STD_FLOOR of its block's scale.
+        """Mean and std of the training split's inputs, each std floored (``speaker_norm.floored_std``).
 
         Frame sequences get one mean and std per channel (over utterances and time), shaped
-        (channels, 1) so they broadcast over frames. A feature that varies by less than 1e-10
-        of its block's largest value (e.g. mel bands above 8 kHz of 16 kHz audio resampled to
-        22.05 kHz, about 1e-13 here) holds only float32 rounding noise; dividing by its own
-        tiny std would blow that noise up to unit variance and make the model depend on it.
-        Constant features get std 1.
+        (channels, 1) so they broadcast over frames. Constant features get std 1.
         """
-        train = self.prepared.features[self.prepared.split.train].astype(np.float64)
+        train = self.prepared.inputs[self.prepared.split.train].astype(np.float64)
         axes = (0,) if train.ndim == 2 else (0, 2)
         mean, std = train.mean(axis=axes), train.std(axis=axes)
-        for _, block in self.feature_config.blocks():
-            std[block] = np.maximum(std[block], STD_FLOOR * np.abs(train[:, block]).max())
-        std[std == 0] = 1.0
+        blocks = [block for _, block in self.feature_config.blocks()]
+        std = speaker_norm.floored_std(std, np.abs(train).max(axis=axes), blocks)
         if train.ndim == 3:
             mean, std = mean[:, None], std[:, None]
         return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
 
     def tensors(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         index = getattr(self.prepared.split, part)
-        return torch.from_numpy(self.prepared.features[index]), torch.from_numpy(self.prepared.labels[index])
+        return torch.from_numpy(self.prepared.inputs[index]), torch.from_numpy(self.prepared.labels[index])
 
     def save_splits(self, directory: str | Path) -> None:
         splits.save_split(self.prepared.split, self.prepared.utterances, directory)

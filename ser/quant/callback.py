@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from ser.io import atomic_path
 from ser.quant import quantizer
-from ser.quant.evaluation import SplitTensors, accuracy, accuracy_and_uar
+from ser.quant.evaluation import SplitTensors, accuracy, predict, scores
 from ser.quant.importance import ImportanceWeights, layer_importance
 from ser.quant.quantizer import QuantizedWeights, QuantizerConfig
 from ser.quant.search import greedy_search, laq_search
@@ -51,8 +51,10 @@ def _evaluator(module: nn.Module, weights: QuantizedWeights, val: SplitTensors):
 class LayerwiseAdaptiveQuantization(L.Callback):
     """Fixed-bit sweep and/or LAQ search on the best checkpoint, at the end of ``fit``.
 
-    Results land in ``self.results`` (``fixed`` and ``laq`` entries of results.json), the
-    quantized model in ``<save_dir>/quantized.pt``, and tables and plots in TensorBoard.
+    Results land in ``self.results`` (``fixed`` and ``laq`` entries of results.json), each
+    quantized model's test predictions in ``self.predictions`` (so that ``ser report`` can pool
+    folds exactly), the quantized model in ``<save_dir>/quantized.pt``, and tables and plots
+    in TensorBoard.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self.greedy = greedy
         self.save_dir = save_dir
         self.results: dict[str, Any] = {}
+        self.predictions: dict[str, list[int]] = {}
         self.allocation: dict[str, int] = {}
         self._weights: QuantizedWeights | None = None
 
@@ -111,11 +114,12 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self._weights = weights
         baseline_val = accuracy(module, val)
         results: dict[str, Any] = {"fixed": []}
+        self.predictions = {}
         try:
             for bits in self.fixed_bits:
                 allocation = {name: bits for name in weights.layers}
                 weights.apply(allocation)
-                results["fixed"].append(self._summary(module, allocation, val, test, n_classes, bits=bits))
+                results["fixed"].append(self._summary(module, allocation, val, test, n_classes, f"fixed/{bits}", bits=bits))
             if self.laq:
                 results["laq"] = self._laq(module, weights, baseline_val, val, test, n_classes, train_loader)
             if self.greedy:
@@ -124,8 +128,11 @@ class LayerwiseAdaptiveQuantization(L.Callback):
             weights.restore()
         return results
 
-    def _summary(self, module, allocation, val, test, n_classes, **extra) -> dict[str, Any]:
-        test_acc, test_uar = accuracy_and_uar(module, test, n_classes)
+    def _summary(self, module, allocation, val, test, n_classes, name: str, **extra) -> dict[str, Any]:
+        """The row of one quantized model; its test predictions go to ``self.predictions[name]``."""
+        preds = predict(module, test)
+        self.predictions[name] = preds.cpu().tolist()
+        test_acc, test_uar = scores(preds, test.targets, n_classes)
         return {
             **extra,
             "val_acc": accuracy(module, val),
@@ -141,7 +148,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         search = laq_search(importance, _evaluator(module, weights, val), baseline_val, self.t_margin, self.bit_range)
         self.allocation = search.bits
         weights.apply(search.bits)
-        summary = self._summary(module, search.bits, val, test, n_classes)
+        summary = self._summary(module, search.bits, val, test, n_classes, "laq")
         by_name = {c.layer.name: c for c in search.choices}
         summary.update(
             t_margin=self.t_margin,
@@ -173,7 +180,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         layers = layer_importance(module, self.weights, self.entropy_bins)
         search = greedy_search(layers, _evaluator(module, weights, val), baseline_val, self.t_margin, self.bit_range)
         weights.apply(search.bits)
-        summary = self._summary(module, search.bits, val, test, n_classes)
+        summary = self._summary(module, search.bits, val, test, n_classes, "greedy")
         summary.update(bits=search.bits, evaluations=search.evaluations, search_s=search.seconds)
         log.info("sensitivity greedy: bits %s, average %.2f bits, val %.4f, test %.4f; %d evaluations",
                  search.bits, summary["avg_bits"], summary["val_acc"], summary["test_acc"], search.evaluations)
@@ -198,7 +205,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
             for name in allocation:
                 parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=True)
         module.eval()
-        result = {**self._summary(module, allocation, val, test, n_classes), "epochs": self.qat_epochs}
+        result = {**self._summary(module, allocation, val, test, n_classes, "laq_qat"), "epochs": self.qat_epochs}
         module.load_state_dict(original)
         log.info("LAQ + %d epochs of QAT: val %.4f, test %.4f", self.qat_epochs, result["val_acc"], result["test_acc"])
         return result

@@ -42,8 +42,9 @@ def accuracy(model: nn.Module, data: SplitTensors) -> float:
     return float((predict(model, data) == data.targets).float().mean())
 
 
-def accuracy_and_uar(model: nn.Module, data: SplitTensors, n_classes: int) -> tuple[float, float]:
-    preds = predict(model, data)
-    acc = float((preds == data.targets).float().mean())
-    uar = float(multiclass_recall(preds, data.targets, num_classes=n_classes, average="macro"))
+def scores(preds: torch.Tensor, targets: torch.Tensor, n_classes: int) -> tuple[float, float]:
+    """Accuracy (WA) and unweighted average recall (UAR) of predictions."""
+    acc = float((preds == targets).float().mean())
+    uar = float(multiclass_recall(preds, targets, num_classes=n_classes, average="macro"))
     return acc, uar
+

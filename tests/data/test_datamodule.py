@@ -123,3 +123,65 @@ def test_with_a_graph_training_batches_carry_each_utterances_neighbours(tiny_man
     assert weights[:, 1].eq(0).all(), "a missing edge has weight 0"
     x_val, _ = next(iter(dm.val_dataloader()))
     assert x_val.shape[1:] == (65,), "only training batches carry neighbours"
+
+
+def test_speaker_normalisation_zscores_each_speaker_within_each_part(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir, normalize="speaker")
+    prepared = dm.prepared
+    speakers = np.array([u.speaker for u in prepared.utterances])
+    population = prepared.population
+    for part in ("train", "test"):
+        index = getattr(prepared.split, part)
+        for speaker in np.unique(speakers[index]):
+            members = index[speakers[index] == speaker]
+            raw = prepared.features[members].astype(np.float64)
+            if len(members) > 1:
+                expected = (raw - raw.mean(axis=0)) / np.where(raw.std(axis=0) > 0, raw.std(axis=0), 1)
+            else:  # one recording has no spread: the training population's statistics stand in
+                expected = (raw - population.mean) / population.std
+            np.testing.assert_allclose(prepared.inputs[members], expected, rtol=1e-3, atol=1e-4)
+    assert torch.equal(dm.tensors("test")[0], torch.from_numpy(prepared.inputs[prepared.split.test]))
+
+
+def test_speaker_normalisation_keeps_the_training_population_for_deployment(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir, normalize="speaker")
+    train = dm.prepared.features[dm.prepared.split.train].astype(np.float64)
+    np.testing.assert_allclose(dm.prepared.population.mean, train.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(dm.prepared.population.std, train.std(axis=0), rtol=1e-4)
+
+
+def test_speaker_normalisation_needs_speakers(tiny_manifest, tmp_path):
+    rows = list(csv.DictReader(open(tiny_manifest)))
+    manifest = tmp_path / "nameless.csv"
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label"])
+        writer.writerows([[str(tiny_manifest.parent / r["path"]), r["label"]] for r in rows])
+    with pytest.raises(DataError, match="has no speaker, which data.normalize=speaker needs"):
+        _module(manifest, tmp_path / "cache", normalize="speaker")
+
+
+def test_unknown_normalisation_is_rejected(tiny_manifest, cache_dir):
+    with pytest.raises(DataError, match="data.normalize='utterance' is not one of global, speaker"):
+        SERDataModule(corpus="manifest", manifest=str(tiny_manifest), cache_dir=str(cache_dir), normalize="utterance")
+
+
+def test_kfold_datamodule_tests_on_one_fold(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir, split={"kind": "kfold", "folds": 4, "fold": 1})
+    assert len(dm.tensors("test")[1]) == 84 // 4
+    assert torch.bincount(dm.tensors("test")[1]).tolist() == [3] * 7
+
+
+def test_cross_corpus_trains_on_one_corpus_and_tests_on_the_shared_emotions_of_another(tiny_manifest, cache_dir, tmp_path):
+    rows = list(csv.DictReader(open(tiny_manifest)))
+    other = tmp_path / "other.csv"
+    with open(other, "w", newline="") as fh:  # a second "corpus": the same clips, two emotions, one renamed
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "speaker"])
+        for r in rows:
+            if r["label"] in ("anger", "sadness"):
+                writer.writerow([str(tiny_manifest.parent / r["path"]), "angry" if r["label"] == "anger" else "calm", "x"])
+    dm = _module(tiny_manifest, cache_dir, split={"kind": "cross_corpus", "test_corpus": "manifest", "test_manifest": str(other)})
+    assert dm.classes == ["anger"]
+    test_paths = {str(dm.prepared.utterances[i].path) for i in dm.prepared.split.test}
+    assert len(test_paths) == 12 and all("anger" in p for p in test_paths)

@@ -90,3 +90,56 @@ def test_saved_split_lists_files_with_labels(tmp_path):
     assert lines[0] == "path,label,speaker"
     assert len(lines) - 1 == len(split.test)
     assert lines[1] == f"/c/{split.test[0]}.wav,{utterances[split.test[0]].label},s1"
+
+
+def test_kfold_test_folds_cover_every_utterance_exactly_once():
+    folds = [splits.kfold_split(LABELS, folds=10, fold=k, seed=0) for k in range(10)]
+    tested = np.concatenate([f.test for f in folds])
+    assert sorted(tested.tolist()) == list(range(len(LABELS)))
+    assert sorted(len(f.test) for f in folds) == [53] * 5 + [54] * 5
+
+
+def test_kfold_deals_each_class_evenly_over_the_folds():
+    for k in range(10):
+        counts = Counter(LABELS[i] for i in splits.kfold_split(LABELS, folds=10, fold=k, seed=0).test)
+        for label, n in EMODB_COUNTS.items():
+            assert counts[label] in (n // 10, n // 10 + 1), (k, label)
+
+
+def test_kfold_validation_is_carved_from_the_training_folds():
+    split = splits.kfold_split(LABELS, folds=10, fold=4, val=0.1, seed=0)
+    assert sorted(_all(split).tolist()) == list(range(len(LABELS)))
+    assert not set(split.val) & set(split.test) and not set(split.train) & set(split.test)
+    # 10 % of what each class has left after its test fold (at least one), rounded half up.
+    val_counts, test_counts = Counter(LABELS[i] for i in split.val), Counter(LABELS[i] for i in split.test)
+    assert val_counts == {label: max(1, int((n - test_counts[label]) * 0.1 + 0.5)) for label, n in EMODB_COUNTS.items()}
+    assert val_counts["anger"] == 11  # 127 - 13 = 114 left
+
+
+def test_kfold_is_deterministic_per_seed():
+    a, b, c = (splits.kfold_split(LABELS, 10, 2, seed=s) for s in (1, 1, 2))
+    assert np.array_equal(a.test, b.test) and np.array_equal(a.val, b.val)
+    assert not np.array_equal(a.test, c.test)
+
+
+def test_kfold_fold_out_of_range_names_the_option():
+    with pytest.raises(DataError, match="data.split.fold=10 is out of range for data.split.folds=10"):
+        splits.kfold_split(LABELS, folds=10, fold=10)
+
+
+def test_cross_corpus_split_tests_on_every_utterance_of_the_other_corpus():
+    labels = ["a"] * 20 + ["b"] * 10 + ["a", "b", "b"]
+    split = splits.cross_corpus_split(labels, n_source=30, val=0.1, seed=0)
+    assert split.test.tolist() == [30, 31, 32]
+    assert Counter(labels[i] for i in split.val) == {"a": 2, "b": 1}
+    assert sorted(_all(split).tolist()) == list(range(33))
+
+
+def test_split_config_rejects_a_fold_outside_the_folds():
+    with pytest.raises(DataError, match="data.split.fold=12 is out of range"):
+        splits.SplitConfig(kind="kfold", folds=10, fold=12)
+
+
+def test_cross_corpus_config_needs_a_test_corpus():
+    with pytest.raises(DataError, match="needs data.split.test_corpus"):
+        splits.SplitConfig(kind="cross_corpus")
