@@ -1,8 +1,11 @@
 """The ``ser`` command. Training itself is ``python train.py``; this runs what comes after it.
 
-    ser report <multirun dir>           aggregate a sweep (summary.md/csv, plots)
-    ser export <run dir> -o m.serq      bit-packed quantized model (and --onnx m.onnx)
-    ser predict m.serq a.wav dir/ …     emotions as JSON lines (numpy + soundfile only)
+    ser report <multirun dir>               aggregate a sweep (summary.md/csv, plots)
+    ser export <run dir> -o m.serq          bit-packed quantized model (and --onnx m.onnx)
+    ser enroll m.serq rec.wav … -o s.json   a speaker's statistics, for speaker-normalised models
+    ser predict m.serq a.wav dir/ …         emotions as JSON lines (numpy + soundfile only);
+                                            speaker-normalised models also take one of
+                                            --speaker s.json | --enroll FILES | --adapt
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ import sys
 from typing import Sequence
 
 # Imported on demand: `ser predict` must run on a device without torch or matplotlib.
-COMMANDS = {"report": "ser.report", "export": "ser.export", "predict": "ser.runtime.predict"}
+COMMANDS = {"report": "ser.report", "export": "ser.export", "predict": "ser.runtime.predict",
+            "enroll": "ser.runtime.enroll"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        asked = not argv or argv[0] in ("-h", "--help")
+        print(__doc__.strip(), file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
     return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 

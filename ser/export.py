@@ -39,6 +39,8 @@ class ExportSource:
     layer_names: list[str]
     bits: dict[str, int]
     quantizer: QuantizerConfig
+    normalize: str = "global"  # "speaker": inputs are z-scored per speaker first (data.normalize=speaker)
+    prior_weight: float = 0.0  # speaker only: pseudo-recordings of the population in a speaker's estimate
 
     @classmethod
     def load(cls, source: str | Path, bits: int | None = None) -> "ExportSource":
@@ -71,7 +73,14 @@ class ExportSource:
         if not 1 <= min(allocation.values()) <= max(allocation.values()) <= 8:
             raise SERError(f"bit-widths must be 1..8, got {sorted(set(allocation.values()))}")
         features = OmegaConf.to_container(cfg.data.features, resolve=True)
-        return cls(run_dir, checkpoint, state, list(ckpt["hyper_parameters"]["classes"]), features, names, allocation, quantizer)
+        hparams = ckpt["hyper_parameters"]
+        normalize = hparams.get("normalize", "global")  # older checkpoints predate speaker normalisation
+        if normalize not in ("global", "speaker"):
+            raise SERError(f"{checkpoint}: normalisation {normalize!r} cannot be exported (global or speaker)")
+        if normalize == "speaker" and not {"population_mean", "population_std"} <= state.keys():
+            raise SERError(f"{checkpoint}: a speaker-normalised run without population_mean/population_std; train it again")
+        return cls(run_dir, checkpoint, state, list(hparams["classes"]), features, names, allocation, quantizer,
+                   normalize, float(hparams.get("speaker_prior_weight", 0.0)))
 
     def quantized(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return quantize(self.state[f"{name}.weight"], self.bits[name], self.quantizer)
@@ -86,17 +95,22 @@ def codes(weight_q: torch.Tensor, scales: torch.Tensor, bits: int) -> np.ndarray
 
 
 def theoretical_bytes(source: ExportSource) -> float:
-    """What the model must store: weights at their bits, float32 biases, scales and standardisation."""
+    """What the model must store: weights at their bits, float32 biases, scales and standardisation
+    (and, for a speaker-normalised model, the population's statistics)."""
     total_bits = sum(
         stored_bits(source.state[f"{name}.weight"], source.state.get(f"{name}.bias"), source.bits[name], source.quantizer)
         for name in source.layer_names
     )
-    return (total_bits + 32 * 2 * source.state["feature_mean"].numel()) / 8
+    statistics = 2 if source.normalize == "global" else 4  # standardisation (+ population for speaker models)
+    return (total_bits + 32 * statistics * source.state["feature_mean"].numel()) / 8
 
 
 def write_serq(source: ExportSource, path: str | Path) -> int:
     layers, sections = [], [Section("feature_mean", source.state["feature_mean"].numpy()),
                             Section("feature_std", source.state["feature_std"].numpy())]
+    if source.normalize == "speaker":
+        sections += [Section("population_mean", source.state["population_mean"].numpy()),
+                     Section("population_std", source.state["population_std"].numpy())]
     for i, name in enumerate(source.layer_names):
         weight_q, scales = source.quantized(name)
         bits = source.bits[name]
@@ -108,14 +122,21 @@ def write_serq(source: ExportSource, path: str | Path) -> int:
                        "activation": "relu" if i < len(source.layer_names) - 1 else "none"})
     header = {"classes": source.classes, "features": source.features, "layers": layers,
               "quantizer": {"per_channel": source.quantizer.per_channel}}
+    if source.normalize == "speaker":  # global models keep the header they always had
+        header["normalize"] = {"kind": "speaker", "prior_weight": source.prior_weight}
     return model_file.write(path, header, sections)
 
 
 class _Deployed(nn.Module):
-    """Standardise → the run's MLP with dequantized weights → softmax, as one graph for ONNX."""
+    """[Speaker z-score →] standardise → the run's MLP with dequantized weights → softmax, as one graph for ONNX.
+
+    A speaker-normalised model takes the speaker's statistics as two more inputs, one row per
+    feature row, so that raw features can never be fed to it by mistake.
+    """
 
     def __init__(self, source: ExportSource):
         super().__init__()
+        self.speaker = source.normalize == "speaker"
         self.register_buffer("mean", source.state["feature_mean"].clone())
         self.register_buffer("std", source.state["feature_std"].clone())
         state = {k[len("net."):]: v for k, v in source.state.items() if k.startswith("net.")}
@@ -125,8 +146,16 @@ class _Deployed(nn.Module):
             state[f"{name[len('net.'):]}.weight"] = source.quantized(name)[0]
         self.net.load_state_dict(state)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, speaker_mean: torch.Tensor | None = None,
+                speaker_std: torch.Tensor | None = None) -> torch.Tensor:
+        if self.speaker:
+            features = (features - speaker_mean) / speaker_std
         return torch.softmax(self.net((features - self.mean) / self.std), dim=1)
+
+
+def onnx_inputs(source: ExportSource) -> list[str]:
+    """The ONNX graph's inputs, each of shape (batch, features)."""
+    return ["features", "speaker_mean", "speaker_std"] if source.normalize == "speaker" else ["features"]
 
 
 def write_onnx(source: ExportSource, path: str | Path) -> None:
@@ -138,18 +167,24 @@ def write_onnx(source: ExportSource, path: str | Path) -> None:
     # The exporter logs a warning per torchvision operator it cannot register; we use none.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+    # Speaker models: all three inputs share the batch axis, which the exporter remarks on.
+    warnings.filterwarnings("ignore", message=r".*axis name: batch will not be used")
     model = _Deployed(source).eval()
-    dummy = torch.zeros(2, source.state["feature_mean"].numel())
+    names = onnx_inputs(source)
+    dim = source.state["feature_mean"].numel()
+    dummy = tuple((torch.ones if name == "speaker_std" else torch.zeros)(2, dim) for name in names)
+    batch = torch.export.Dim("batch")
     with atomic_path(path) as tmp:
-        torch.onnx.export(model, (dummy,), str(tmp), input_names=["features"], output_names=["probabilities"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+        torch.onnx.export(model, dummy, str(tmp), input_names=names, output_names=["probabilities"],
+                          dynamic_shapes=tuple({0: batch} for _ in names), external_data=False, verbose=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ser export", description="Export a trained run as a bit-packed .serq file and/or ONNX.")
     parser.add_argument("source", type=Path, help="run directory written by train.py, or its checkpoints/best.ckpt")
     parser.add_argument("-o", "--output", type=Path, help="the .serq file to write")
-    parser.add_argument("--onnx", type=Path, help="also (or only) write an ONNX model: features in, probabilities out")
+    parser.add_argument("--onnx", type=Path, help="also (or only) write an ONNX model: features in (and, for a speaker-normalised run, "
+                        "the speaker's mean and std), probabilities out")
     parser.add_argument("--bits", type=int, help="fixed bit-width for every layer instead of the run's LAQ allocation")
     args = parser.parse_args(argv)
     if args.output is None and args.onnx is None:

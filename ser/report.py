@@ -314,7 +314,8 @@ def accuracy_vs_bits_figure(groups: Sequence[Group]):
     ax.set_xlabel("average bit-width")
     ax.set_ylabel("test accuracy (%), mean ± std")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # a sweep with quant=none has no curves
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
 

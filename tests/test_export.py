@@ -17,6 +17,7 @@ from ser.models.mlp import MLP
 from ser.quant.quantizer import QuantizedWeights
 from ser.runtime.features import Extractor
 from ser.data.audio import load_audio
+from ser.runtime import model_file
 from ser.runtime.model import QuantizedModel
 
 
@@ -104,3 +105,30 @@ def test_export_of_a_lightsernet_run_says_only_the_mlp_is_supported(default_run,
     assert export_main([str(tmp_path), "-o", str(tmp_path / "m.serq")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "supports the MLP" in err and "LightSERNet" in err
+
+
+def test_global_run_exports_no_normalisation_entry_and_no_population(default_run, tmp_path):
+    run_dir, _ = default_run
+    assert export_main([str(run_dir), "--bits", "4", "-o", str(tmp_path / "m.serq")]) == 0
+    header, _ = model_file.read(tmp_path / "m.serq")
+    assert set(header) == {"classes", "features", "layers", "quantizer", "sections"}
+    layers = [l["name"] for l in header["layers"]]
+    assert [s["name"] for s in header["sections"]] == ["feature_mean", "feature_std"] + [
+        f"{name}.{part}" for name in layers for part in ("scales", "codes", "bias")]
+    assert QuantizedModel.load(tmp_path / "m.serq").normalize == "global"
+
+
+def test_checkpoint_from_before_speaker_normalisation_exports_the_same_bytes(default_run, tmp_path):
+    """Older checkpoints have no ``normalize`` hyper-parameter; they are global runs, exported as before."""
+    run_dir, _ = default_run
+    old = tmp_path / "old_run"
+    (old / "checkpoints").mkdir(parents=True)
+    (old / ".hydra").mkdir()
+    (old / ".hydra" / "config.yaml").write_bytes((run_dir / ".hydra" / "config.yaml").read_bytes())
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"].pop("normalize") == "global"
+    ckpt["hyper_parameters"].pop("speaker_prior_weight")
+    torch.save(ckpt, old / "checkpoints" / "best.ckpt")
+    assert export_main([str(run_dir), "--bits", "4", "-o", str(tmp_path / "now.serq")]) == 0
+    assert export_main([str(old), "--bits", "4", "-o", str(tmp_path / "old.serq")]) == 0
+    assert (tmp_path / "now.serq").read_bytes() == (tmp_path / "old.serq").read_bytes()

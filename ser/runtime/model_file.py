@@ -6,10 +6,16 @@ Layout (all integers little-endian)::
 
 The header holds what a device needs besides the weights: the feature settings, the class
 names, the network's layers (shape, bits, activation) and a table of payload sections
-(offset, size, type). The payload holds the standardisation statistics, per-layer scales and
-biases as float32, and the weights as integer codes packed into a continuous bit stream. The
-SHA-256 of everything before it is checked on load, so a truncated or corrupted file is
-refused instead of silently mispredicting.
+(offset, size, type), and for a model trained with speaker normalisation a ``normalize`` entry
+(``{"kind": "speaker", "prior_weight": w}``; absent means global). The payload holds the
+standardisation statistics (and then the population's, ``population_mean``/``population_std``),
+per-layer scales and biases as float32, and the weights as integer codes packed into a
+continuous bit stream. The SHA-256 of everything before it is checked on load, so a truncated
+or corrupted file is refused instead of silently mispredicting.
+
+Version 2 is version 1 plus the ``normalize`` entry. Only files that have one are written as
+version 2, so a runtime from before speaker normalisation refuses a speaker-normalised model
+(instead of running it on unnormalised features) and still reads every other model.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from ser.errors import SERError
 from ser.runtime import packing
 
 MAGIC = b"SERQ"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this runtime writes and reads
+READS = (1, 2)
 _PREAMBLE = struct.Struct("<4sHI")
 _DIGEST = 32
 
@@ -62,7 +69,8 @@ def write(path: str | Path, header: dict[str, Any], sections: list[Section]) -> 
         payload.append(blob)
         offset += len(blob)
     header_bytes = json.dumps({**header, "sections": table}, separators=(",", ":")).encode()
-    body = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header_bytes)) + header_bytes + b"".join(payload)
+    version = 2 if "normalize" in header else 1
+    body = _PREAMBLE.pack(MAGIC, version, len(header_bytes)) + header_bytes + b"".join(payload)
     blob = body + hashlib.sha256(body).digest()
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)
@@ -82,8 +90,9 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if hashlib.sha256(body).digest() != digest:
         raise ModelFileError(f"{path}: checksum mismatch, the file is truncated or corrupted; export it again")
     _, version, header_len = _PREAMBLE.unpack_from(body)
-    if version != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: format version {version}, this runtime reads version {FORMAT_VERSION}")
+    if version not in READS:
+        raise ModelFileError(f"{path}: format version {version}, this runtime reads versions "
+                             f"{', '.join(map(str, READS))}; upgrade ser")
     start = _PREAMBLE.size + header_len
     header = json.loads(body[_PREAMBLE.size : start])
     payload = memoryview(body)[start:]

@@ -46,3 +46,25 @@ def test_damaged_file_is_refused_with_a_clear_error(written, damage):
 def test_dequantize_maps_codes_back_to_symmetric_levels():
     assert dequantize(np.array([[0, 1, 2]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 2).tolist() == [[-0.5, 0.0, 0.5]]
     assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.25], dtype=np.float32), 1).tolist() == [[-0.25, 0.25]]
+
+
+def test_only_a_file_with_a_normalisation_entry_is_version_2(tmp_path):
+    """Runtimes from before speaker normalisation read version 1 only: they must refuse a speaker model."""
+    sections = [Section("scales", np.array([0.5], dtype=np.float32))]
+    model_file.write(tmp_path / "global.serq", {"classes": ["a"]}, sections)
+    model_file.write(tmp_path / "speaker.serq", {"classes": ["a"], "normalize": {"kind": "speaker"}}, sections)
+    assert (tmp_path / "global.serq").read_bytes()[4:6] == (1).to_bytes(2, "little")
+    assert (tmp_path / "speaker.serq").read_bytes()[4:6] == (2).to_bytes(2, "little")
+    assert model_file.read(tmp_path / "speaker.serq")[0]["normalize"] == {"kind": "speaker"}
+
+
+def test_a_newer_format_version_is_refused(tmp_path):
+    import hashlib
+
+    path = tmp_path / "m.serq"
+    model_file.write(path, {"classes": ["a"]}, [])
+    body = bytearray(path.read_bytes()[:-32])
+    body[4:6] = (3).to_bytes(2, "little")
+    path.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
+    with pytest.raises(ModelFileError, match="format version 3, this runtime reads versions 1, 2"):
+        model_file.read(path)
