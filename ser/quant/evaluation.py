@@ -48,3 +48,13 @@ def scores(preds: torch.Tensor, targets: torch.Tensor, n_classes: int) -> tuple[
     uar = float(multiclass_recall(preds, targets, num_classes=n_classes, average="macro"))
     return acc, uar
 
+
+
+@torch.no_grad()
+def logits(model: nn.Module, data: SplitTensors, batch_size: int = 4096) -> torch.Tensor:
+    """Class logits of the whole split in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(data.inputs[i : i + batch_size]) for i in range(0, len(data.inputs), batch_size)])
+    model.train(was_training)
+    return out

@@ -1,15 +1,29 @@
 """Weight-only fake quantization of Linear and Conv layers at 1 to 8 bits.
 
-For b ≥ 2 bits the quantizer is uniform and symmetric: integer levels -(2^(b-1)-1) … 2^(b-1)-1
-(2^b - 1 values, zero included, so the grid is the same on both sides) times one scale per
-layer, or per output channel as an option. The scale maps the largest |w| onto the top level,
-or, with ``mse_clip``, a clipped range chosen to minimise the reconstruction error. At b = 1
-a weight keeps only its sign and the layer (or channel) one magnitude α = mean|w|, the
-least-squares optimal choice used by XNOR-Net and binary-weight networks.
+Every quantized weight is ``level(code) · scale``: an unsigned integer code per weight, a grid
+that maps codes to levels (``ser.quant.grid``, the single numpy-only definition the runtime
+shares), and one scale per layer or per output channel (``per_channel``).
+
+Grids (``grid``):
+
+* ``symmetric`` — the paper's: levels −(2^(b−1)−1) … 2^(b−1)−1 (2^b − 1 values, zero included)
+  for b ≥ 2, sign · α at b = 1 (α = mean|w|, the least-squares binary magnitude of XNOR-Net).
+* ``full`` — all 2^b codes, half-integer levels k − (2^b − 1)/2 (4 levels at 2 bits, not 3).
+
+Scales (``scale``):
+
+* ``max`` — the paper's: max|w| onto the top level (1 bit: α = mean|w|).
+* ``mse`` — the scale minimising the reconstruction error ‖w − q‖²: the best of a sweep of
+  clipping ratios, refined by alternating code assignment and the least-squares scale
+  s = ⟨w, l⟩ / ⟨l, l⟩ (Lloyd iterations, which never increase the error).
+* ``mse_clip=true`` (legacy, kept to reproduce earlier numbers): the best of 36 clipping ratios
+  0.3 … 1 of max|w| on the symmetric grid, no refinement.
 
 Biases are not quantized: they are under 1 % of the parameters, errors in them shift every
 output of a layer, and integer kernels keep them in 32 bits anyway. Sizes count them at 32
-bits, and count every scale at 32 bits too.
+bits, and count every scale at 32 bits too. ``bias_correction`` (in ``QuantizedWeights``)
+folds the mean output shift that quantization causes back into the bias:
+b ← b + (W − W_q)·E[x], E[x] the layer's mean input on the training data.
 """
 
 from __future__ import annotations
@@ -19,15 +33,42 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-MIN_BITS, MAX_BITS = 1, 8
+from ser.quant import grid as grids
+
+MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+SCALES = ("max", "mse")
 _CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
+_MSE_RATIOS = torch.linspace(0.05, 1.0, 40)
+_LLOYD_STEPS = 8
 
 
 @dataclass(frozen=True)
 class QuantizerConfig:
     per_channel: bool = False
-    mse_clip: bool = False
+    mse_clip: bool = False  # legacy clipping-ratio search (symmetric grid); overrides ``scale``
+    grid: str = "symmetric"
+    scale: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.grid not in grids.GRIDS:
+            raise ValueError(f"quant grid must be one of {grids.GRIDS}, got {self.grid!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"quant scale must be one of {SCALES}, got {self.scale!r}")
+
+    def as_dict(self) -> dict:
+        return {"per_channel": self.per_channel, "mse_clip": self.mse_clip, "grid": self.grid, "scale": self.scale}
+
+
+@dataclass(frozen=True)
+class QuantizedTensor:
+    """One quantized weight: integer codes, scales, and the dequantized float weight."""
+
+    codes: torch.Tensor  # uint8, the weight's shape
+    scales: torch.Tensor  # float32, one per group (layer or output channel)
+    bits: int
+    grid: str
+    weight: torch.Tensor  # levels(codes) · scales, the weight's shape and dtype
 
 
 def _channels(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
@@ -35,29 +76,100 @@ def _channels(weight: torch.Tensor, per_channel: bool) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1) if per_channel else weight.reshape(1, -1)
 
 
+def _levels(bits: int, grid: str, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(grids.levels(bits, grid), dtype=like.dtype, device=like.device)
+
+
+def _codes(w: torch.Tensor, scale: torch.Tensor, bits: int, grid: str) -> torch.Tensor:
+    """Nearest-level codes (int64) of grouped weights ``w`` (G, n) at scales (G, 1); see grid.quantize_codes."""
+    x = w / scale.clamp_min(torch.finfo(w.dtype).tiny)
+    top = grids.n_codes(bits, grid) - 1
+    if grid == "full":
+        k = torch.floor(x + 2**bits / 2)
+    elif bits == 1:
+        k = (x >= 0).to(w.dtype)
+    else:
+        k = x.round() + (2 ** (bits - 1) - 1)
+    return k.clamp(0, top).long()
+
+
 def _uniform(w: torch.Tensor, bits: int, max_abs: torch.Tensor) -> torch.Tensor:
+    """The paper's symmetric quantizer with max|w| (or a clipped range) on the top level."""
     top = 2 ** (bits - 1) - 1
     scale = (max_abs / top).clamp_min(torch.finfo(w.dtype).tiny)
     return (w / scale).round().clamp(-top, top) * scale
 
 
-def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig()) -> tuple[torch.Tensor, torch.Tensor]:
-    """The quantized weight (same shape) and its scales (one per group: α for 1 bit, the step otherwise)."""
+def _mse_scale(w: torch.Tensor, bits: int, grid: str) -> torch.Tensor:
+    """Per-group scale (G, 1) minimising ‖w − level(code)·s‖²: ratio sweep, then Lloyd refinement."""
+    if grid == "symmetric" and bits == 1:
+        return w.abs().mean(dim=1, keepdim=True)  # exact optimum
+    lv = _levels(bits, grid, w)
+    top = float(lv[-1])
+    max_abs = w.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
+    ratios = _MSE_RATIOS.to(w)[:, None, None]
+    scales = ratios * max_abs / top  # (R, G, 1)
+    errors = torch.stack([(lv[_codes(w, s, bits, grid)] * s - w).square().sum(dim=1) for s in scales])  # (R, G)
+    best_err, best = errors.min(dim=0)
+    scale = scales[best, torch.arange(w.shape[0])]  # (G, 1)
+    for _ in range(_LLOYD_STEPS):
+        l = lv[_codes(w, scale, bits, grid)]
+        new = ((w * l).sum(dim=1, keepdim=True) / l.square().sum(dim=1, keepdim=True).clamp_min(1e-30)).clamp_min(1e-30)
+        err = (lv[_codes(w, new, bits, grid)] * new - w).square().sum(dim=1)
+        better = err < best_err
+        if not bool(better.any()):
+            break
+        scale = torch.where(better[:, None], new, scale)
+        best_err = torch.minimum(err, best_err)
+    return scale
+
+
+def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig(),
+                    scales: torch.Tensor | None = None) -> QuantizedTensor:
+    """Codes, scales and dequantized weight of ``weight`` at ``bits`` (``scales`` given: keep them)."""
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
     w = _channels(weight.detach(), config.per_channel)
-    if bits == 1:
-        alpha = w.abs().mean(dim=1, keepdim=True)
-        q = torch.where(w >= 0, alpha, -alpha)
-        return q.reshape(weight.shape), alpha.flatten()
-    max_abs = w.abs().amax(dim=1, keepdim=True)
-    if config.mse_clip:
+    grid = config.grid
+    if scales is not None:
+        scale = scales.to(w).reshape(-1, 1)
+    elif config.mse_clip and grid == "symmetric" and bits >= 2:  # legacy path, exactly as before
+        max_abs = w.abs().amax(dim=1, keepdim=True)
         candidates = torch.stack([_uniform(w, bits, r * max_abs) for r in _CLIP_RATIOS])
-        errors = (candidates - w).square().sum(dim=2)  # (ratios, groups)
-        best = errors.argmin(dim=0)
+        best = (candidates - w).square().sum(dim=2).argmin(dim=0)
         max_abs = _CLIP_RATIOS.to(w.device)[best][:, None] * max_abs
-    q = _uniform(w, bits, max_abs)
-    return q.reshape(weight.shape), (max_abs / (2 ** (bits - 1) - 1)).flatten()
+        scale = max_abs / (2 ** (bits - 1) - 1)
+        q = _uniform(w, bits, max_abs)
+        codes = _codes(w, scale, bits, grid)
+        return QuantizedTensor(codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
+    elif grid == "symmetric" and bits == 1:
+        scale = w.abs().mean(dim=1, keepdim=True)
+    elif config.scale == "mse" or config.mse_clip:
+        scale = _mse_scale(w, bits, grid)
+    else:  # max|w| onto the top level
+        scale = w.abs().amax(dim=1, keepdim=True) / grids.max_level(bits, grid)
+    if grid == "symmetric" and bits == 1:
+        q = torch.where(w >= 0, scale, -scale)
+    elif grid == "symmetric" and scales is None and config.scale == "max" and not config.mse_clip:
+        q = _uniform(w, bits, w.abs().amax(dim=1, keepdim=True))  # the paper's arithmetic, bit for bit
+    else:
+        q = _levels(bits, grid, w)[_codes(w, scale, bits, grid)] * scale
+    codes = _codes(w, scale, bits, grid).to(torch.uint8)
+    return QuantizedTensor(codes.reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
+
+
+def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+    """The quantized weight (same shape) and its scales (one per group: α for symmetric 1 bit, the step otherwise)."""
+    t = quantize_tensor(weight, bits, config)
+    return t.weight, t.scales
+
+
+def fake_quantize(weight: torch.Tensor, bits: int, grid: str, scales: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """Differentiable-by-STE quantization at fixed scales (for recovery training)."""
+    w = _channels(weight, per_channel)
+    s = scales.to(w).reshape(-1, 1)
+    q = _levels(bits, grid, w)[_codes(w.detach(), s, bits, grid)] * s
+    return weight + (q.reshape(weight.shape) - weight).detach()
 
 
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -102,32 +214,86 @@ def average_bits(model: nn.Module, bits: dict[str, int]) -> float:
     return (weighted + 32 * (total - counted)) / total
 
 
+@torch.no_grad()
+def mean_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """Each Linear/Conv layer's mean input on ``inputs`` (full precision, eval mode): per feature or channel."""
+    layers = quantizable_layers(model)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name):
+        def record(_module, args, _output):
+            x = args[0].detach()
+            x = x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x.transpose(0, 1).reshape(x.shape[1], -1).T
+            sums[name] = sums.get(name, 0) + x.double().sum(dim=0)
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return record
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(inputs), batch_size):
+            model(inputs[i : i + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: (sums[name] / counts[name]).float() for name in sums}
+
+
+def output_shift(weight_delta: torch.Tensor, mean_input: torch.Tensor) -> torch.Tensor:
+    """(W − W_q)·E[x] per output: for convolutions the kernel's taps share their channel's mean."""
+    delta = weight_delta.reshape(weight_delta.shape[0], weight_delta.shape[1], -1).sum(dim=2)
+    return delta @ mean_input.to(delta)
+
+
 class QuantizedWeights:
-    """Swaps quantized weights into a model and back, without copying the model.
+    """Swaps quantized weights (and bias-corrected biases) into a model and back, without copying it.
 
     Quantized tensors are computed once per (layer, bits) and reused, which is what makes
-    hundreds of search candidates cost seconds.
+    hundreds of search candidates cost seconds. With ``input_means`` (``mean_inputs`` on the
+    training data), each quantized layer's bias becomes b + (W − W_q)·E[x].
     """
 
-    def __init__(self, model: nn.Module, config: QuantizerConfig = QuantizerConfig()):
+    def __init__(self, model: nn.Module, config: QuantizerConfig = QuantizerConfig(),
+                 input_means: dict[str, torch.Tensor] | None = None):
         self.model = model
         self.config = config
         self.layers = quantizable_layers(model)
         self.original = {name: layer.weight.detach().clone() for name, layer in self.layers.items()}
-        self._cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.original_bias = {name: layer.bias.detach().clone() for name, layer in self.layers.items()
+                              if getattr(layer, "bias", None) is not None}
+        self.input_means = input_means or {}
+        self._cache: dict[tuple[str, int], QuantizedTensor] = {}
 
-    def quantized(self, name: str, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def tensor(self, name: str, bits: int) -> QuantizedTensor:
         key = (name, bits)
         if key not in self._cache:
-            self._cache[key] = quantize(self.original[name], bits, self.config)
+            self._cache[key] = quantize_tensor(self.original[name], bits, self.config)
         return self._cache[key]
+
+    def quantized(self, name: str, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.tensor(name, bits)
+        return t.weight, t.scales
+
+    def bias(self, name: str, bits: int | None) -> torch.Tensor | None:
+        """The layer's bias at ``bits``: corrected for the quantization's mean shift when input means are known."""
+        if name not in self.original_bias:
+            return None
+        b = self.original_bias[name]
+        if bits is None or bits >= 32 or name not in self.input_means:
+            return b
+        return b + output_shift(self.original[name] - self.tensor(name, bits).weight, self.input_means[name])
 
     @torch.no_grad()
     def apply(self, bits: dict[str, int]) -> None:
         """Set each layer to its bit-width in ``bits``; layers not named go back to full precision."""
         for name, layer in self.layers.items():
             b = bits.get(name)
-            layer.weight.copy_(self.original[name] if b is None or b >= 32 else self.quantized(name, b)[0])
+            layer.weight.copy_(self.original[name] if b is None or b >= 32 else self.tensor(name, b).weight)
+            if name in self.original_bias:
+                layer.bias.copy_(self.bias(name, b))
 
     def restore(self) -> None:
         self.apply({})

@@ -17,6 +17,8 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows += [{"model": f"{f['bits']}-bit fixed", **f} for f in results.get("fixed", [])]
     laq = results.get("laq")
     if laq:
+        if laq.get("before_recovery"):
+            rows.append({"model": "LAQ before recovery", **laq["before_recovery"]})
         rows.append({"model": "LAQ", **laq})
         if laq.get("qat"):
             rows.append({"model": "LAQ + QAT fine-tuning", **{**laq, **laq["qat"]}})
@@ -39,18 +41,31 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
     laq = results.get("laq")
     if laq:
+        lines += ["", f"LAQ: T_margin = {laq['t_margin']} pp, weights {laq['weights']}, "
+                      f"{laq['evaluations']} evaluations in {laq['search_s']:.2f} s."]
+        if laq.get("quantizer"):
+            lines.append(f"Quantizer: {laq['quantizer']}; search signal: {laq.get('signal')}.")
+        budget = laq.get("budget")
+        if budget:
+            verdict = "met" if budget["met"] else "**NOT met** (the smallest allocation found is shipped)"
+            lines.append(f"Size budget: target_kb={budget['target_kb']}, target_bits={budget['target_bits']}: {verdict}; "
+                         f"T_margin chosen {budget['t_margin']}.")
+        recovery = laq.get("recovery")
+        if recovery:
+            lines.append(f"Recovery: {recovery['epochs']} epochs (lr {recovery['lr']}, distillation weight {recovery['distill']}), "
+                         f"epoch {recovery['chosen_epoch']} kept (lowest validation KL to full precision), "
+                         f"{recovery['seconds']:.2f} s; the LAQ row is the recovered model.")
         lines += [
             "",
-            f"LAQ: T_margin = {laq['t_margin']} pp, weights {laq['weights']}, "
-            f"{laq['evaluations']} evaluations in {laq['search_s']:.2f} s.",
-            "",
-            "| layer | params | N_P | N_E | N_V | importance | rank | margin (pp) | bits |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| layer | params | N_P | N_E | N_V | importance | rank | margin (pp) | widths tried: drop (pp) | bits |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
         ]
         for l in laq["layers"]:
+            tried = ", ".join(f"{t['bits']}b: {t['drop']:.2f}" for t in l.get("tried", []))
+            flag = " (fallback: no width within the margin)" if l.get("fallback") else ""
             lines.append(
                 f"| {l['name']} | {l['params']:,} | {l['n_p']:.4f} | {l['n_e']:.4f} | {l['n_v']:.4f} "
-                f"| {l['importance']:.4f} | {l['rank']} | {l['margin']:.3f} | {l['bits']} |"
+                f"| {l['importance']:.4f} | {l['rank']} | {l['margin']:.3f} | {tried} | {l['bits']}{flag} |"
             )
     lines += ["", "Sizes count weights at their bit-width and biases and scales at 32 bits; KB = 1000 bytes."]
     return "\n".join(lines) + "\n"

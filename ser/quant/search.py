@@ -6,13 +6,22 @@ against the full-precision model is within
 
     T_margin(l) = T_margin · I(l) / I(l_prev)        (T_margin for the first layer)
 
-is kept; if none is, the layer gets the maximum. Drops and margins are in percentage points.
-When I(l_prev) is 0 (e.g. all importance weights 0, Table 3's first row) the ratio is
+is kept. If none is, the paper's fallback (``fallback="max"``) gives the layer the maximum;
+``fallback="best"`` gives it the lowest width that reaches the best score measured for that
+layer (e.g. 3 bits when 3…8 bits all score the same). Drops and margins are in percentage
+points. When I(l_prev) is 0 (e.g. all importance weights 0, Table 3's first row) the ratio is
 taken as 1.
+
+``evaluate`` returns a quality in [0, 1] (the paper: validation accuracy; the callback can mix
+in agreement with the full-precision model), and the drop is 100·(baseline − quality).
+
+``budget_search`` fits a size budget: it runs the same search over a ladder of T_margin values
+and keeps the allocation that fits with the smallest drop.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -20,6 +29,9 @@ from typing import Callable, Sequence
 from ser.quant.importance import LayerImportance
 
 Evaluate = Callable[[dict[str, int]], float]
+FALLBACKS = ("max", "best")
+# T_margin ladder (percentage points) tried by budget_search, inf last: every layer at the lowest width.
+BUDGET_MARGINS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 75.0, 100.0, float("inf"))
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class LayerChoice:
     margin: float
     bits: int
     drop: float
+    tried: tuple[tuple[int, float], ...] = ()  # (bits, drop) of every width measured, in order
+    fallback: bool = False  # no width was within the margin
 
 
 @dataclass
@@ -38,6 +52,7 @@ class SearchResult:
     evaluations: int
     seconds: float
     trace: list[tuple[str, int, float]] = field(default_factory=list)
+    t_margin: float | None = None
 
     @property
     def bits(self) -> dict[str, int]:
@@ -51,6 +66,8 @@ def rank_layers(layers: Sequence[LayerImportance]) -> list[LayerImportance]:
 
 def adaptive_margins(ranked: Sequence[LayerImportance], t_margin: float) -> list[float]:
     margins = []
+    if math.isinf(t_margin):
+        return [t_margin] * len(ranked)
     for i, layer in enumerate(ranked):
         previous = ranked[i - 1].importance if i else 0.0
         ratio = layer.importance / previous if i and previous != 0 else 1.0
@@ -64,8 +81,11 @@ def laq_search(
     baseline_accuracy: float,
     t_margin: float,
     bit_range: Sequence[int] = tuple(range(1, 9)),
+    fallback: str = "max",
 ) -> SearchResult:
-    """Run the search; ``evaluate`` maps {layer: bits} to a validation accuracy in [0, 1]."""
+    """Run the search; ``evaluate`` maps {layer: bits} to a quality in [0, 1] (validation accuracy in the paper)."""
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     start = time.perf_counter()
     ranked = rank_layers(layers)
     candidates = sorted(bit_range)
@@ -74,21 +94,61 @@ def laq_search(
     accuracy = baseline_accuracy
     for rank, (layer, margin) in enumerate(zip(ranked, adaptive_margins(ranked, t_margin)), start=1):
         picked = None
+        tried: list[tuple[int, float, float]] = []
         for bits in candidates:
             acc = evaluate({**chosen, layer.name: bits})
             trace.append((layer.name, bits, acc))
             drop = 100.0 * (baseline_accuracy - acc)
+            tried.append((bits, acc, drop))
             if drop <= margin + 1e-9:
                 picked = (bits, acc, drop)
                 break
-        if picked is None:  # nothing within the margin: fall back to the widest, measured
-            bits = candidates[-1]
-            acc = next(a for n, b, a in reversed(trace) if n == layer.name and b == bits)
-            picked = (bits, acc, 100.0 * (baseline_accuracy - acc))
+        fell_back = picked is None
+        if fell_back:
+            if fallback == "max":  # the paper: the widest, measured
+                picked = tried[-1]
+            else:  # the lowest width reaching the best quality measured for this layer
+                best = max(a for _, a, _ in tried)
+                picked = next(t for t in tried if t[1] >= best - 1e-12)
         chosen[layer.name] = picked[0]
         accuracy = picked[1]
-        choices.append(LayerChoice(layer, rank, margin, picked[0], picked[2]))
-    return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace)
+        choices.append(LayerChoice(layer, rank, margin, picked[0], picked[2],
+                                   tuple((b, d) for b, _, d in tried), fell_back))
+    return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace, t_margin)
+
+
+def budget_search(
+    layers: Sequence[LayerImportance],
+    evaluate: Evaluate,
+    baseline_accuracy: float,
+    size: Callable[[dict[str, int]], float],
+    budget: float,
+    bit_range: Sequence[int] = tuple(range(1, 9)),
+    fallback: str = "max",
+    margins: Sequence[float] = BUDGET_MARGINS,
+) -> tuple[SearchResult, bool]:
+    """The importance-ordered search of Eq. 5 at the T_margin that fits ``size(allocation) ≤ budget`` best.
+
+    Every T_margin of the ladder is searched (``evaluate`` should be memoised: most allocations
+    repeat); among the allocations that fit, the one with the highest quality wins (ties: the
+    smaller). Returns the result and whether the budget was met; when no margin fits, the
+    smallest allocation found (every layer at the lowest width, at the largest margin).
+    """
+    start = time.perf_counter()
+    runs = [laq_search(layers, evaluate, baseline_accuracy, t, bit_range, fallback) for t in margins]
+    floor = {l.name: min(bit_range) for l in layers}
+    fitting = [r for r in runs if size(r.bits) <= budget + 1e-9]
+    if fitting:
+        best = max(fitting, key=lambda r: (r.accuracy, -size(r.bits), -(r.t_margin or 0)))
+        met = True
+    else:
+        best = min(runs, key=lambda r: (size(r.bits), -r.accuracy))
+        if size(floor) < size(best.bits):
+            best = laq_search(layers, evaluate, baseline_accuracy, float("inf"), bit_range, fallback)
+        met = False
+    best.evaluations = sum(r.evaluations for r in runs)
+    best.seconds = time.perf_counter() - start
+    return best, met
 
 
 def greedy_search(

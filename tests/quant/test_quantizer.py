@@ -92,3 +92,53 @@ def test_quantized_weights_apply_and_restore_exactly():
     assert len(torch.unique(model[0].weight)) == 2
     swap.restore()
     assert torch.equal(model[0].weight, original)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_mse_scales_on_the_full_grid_reconstruct_better_than_the_papers(weight, bits):
+    paper, _ = quantize(weight, bits)
+    ours, _ = quantize(weight, bits, QuantizerConfig(grid="full", scale="mse"))
+    assert (ours - weight).square().sum() <= (paper - weight).square().sum() + 1e-6
+    if bits == 2:  # 4 levels instead of 3
+        assert len(torch.unique(ours)) == 4
+        assert (ours - weight).square().sum() < 0.7 * (paper - weight).square().sum()
+
+
+def test_mse_scale_is_not_worse_than_any_scale_of_a_sweep(weight):
+    from ser.quant.quantizer import quantize_tensor
+    best = quantize_tensor(weight, 3, QuantizerConfig(grid="full", scale="mse"))
+    err = float((best.weight - weight).square().sum())
+    for s in torch.linspace(0.2, 2.0, 40) * best.scales:
+        other = quantize_tensor(weight, 3, QuantizerConfig(grid="full"), scales=s.reshape(1))
+        assert err <= 1.001 * float((other.weight - weight).square().sum())  # Lloyd: a local optimum, within 0.1 %
+
+
+def test_bias_correction_keeps_each_layers_mean_output():
+    from ser.quant.quantizer import mean_inputs
+    torch.manual_seed(0)
+    model = _known_model()
+    x = torch.randn(256, 10) + 0.5
+    means = mean_inputs(model, x)
+    with torch.no_grad():
+        hidden = torch.relu(model[0](x))
+        reference = model[2](hidden).mean(dim=0)
+        swap = QuantizedWeights(model, QuantizerConfig(grid="full", scale="mse"), means)
+        swap.apply({"2": 1})
+        corrected = model[2](hidden).mean(dim=0)
+        swap.restore()
+        QuantizedWeights(model, QuantizerConfig(grid="full", scale="mse")).apply({"2": 1})
+        uncorrected = model[2](hidden).mean(dim=0)
+    torch.testing.assert_close(corrected, reference, atol=1e-5, rtol=1e-5)
+    assert float((uncorrected - reference).abs().max()) > 1e-3
+    assert torch.allclose(means["0"], x.mean(dim=0))
+
+
+def test_restore_brings_biases_back_after_bias_correction():
+    from ser.quant.quantizer import mean_inputs
+    model = _known_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    swap = QuantizedWeights(model, QuantizerConfig(), mean_inputs(model, torch.randn(32, 10)))
+    swap.apply({"0": 2, "2": 1})
+    assert not torch.equal(model[2].bias, before[3])
+    swap.restore()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

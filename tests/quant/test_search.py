@@ -73,3 +73,42 @@ def test_greedy_baseline_takes_the_cheapest_bit_until_the_margin_is_spent():
     assert result.bits == {"fc1": 3, "fc2": 3, "fc3": 1, "out": 2}
     assert result.accuracy == pytest.approx(BASELINE - 0.015)
     assert result.evaluations > 4 * 4
+
+
+def test_best_fallback_takes_the_lowest_width_reaching_the_best_score():
+    drops = {"fc2": {1: 9.0, 2: 3.0, 3: 1.0}}  # 3…8 bits all score the same
+    evaluate = lambda bits: BASELINE - sum(drops[n].get(b, 1.0) for n, b in bits.items()) / 100  # noqa: E731
+    paper = laq_search([_layer("fc2", 1.0)], evaluate, BASELINE, t_margin=0.5)
+    ours = laq_search([_layer("fc2", 1.0)], evaluate, BASELINE, t_margin=0.5, fallback="best")
+    assert paper.bits == {"fc2": 8} and ours.bits == {"fc2": 3}
+    assert ours.choices[0].fallback and ours.choices[0].drop == pytest.approx(1.0)
+    assert [b for b, _ in ours.choices[0].tried] == list(range(1, 9))
+
+
+def test_every_width_tried_is_recorded_with_its_drop():
+    result = laq_search(LAYERS, scripted([]), BASELINE, t_margin=2.0)
+    fc2 = next(c for c in result.choices if c.layer.name == "fc2")
+    assert [b for b, _ in fc2.tried] == [1, 2, 3]
+    assert [d for _, d in fc2.tried] == pytest.approx([9.0, 3.0, 0.5])
+    assert not any(c.fallback for c in result.choices)
+
+
+def _params(bits):
+    return sum(100 * b for b in bits.values())
+
+
+def test_budget_search_fits_the_budget_with_the_best_score():
+    from ser.quant.search import budget_search
+    result, met = budget_search(LAYERS, scripted([]), BASELINE, _params, budget=100 * 9)
+    assert met and _params(result.bits) <= 900
+    # every fitting allocation of the T_margin ladder scores at most this one
+    for t in (0.0, 1.0, 2.0, 4.0, 8.0, float("inf")):
+        other = laq_search(LAYERS, scripted([]), BASELINE, t)
+        if _params(other.bits) <= 900:
+            assert other.accuracy <= result.accuracy + 1e-12
+
+
+def test_budget_search_says_when_the_budget_cannot_be_met():
+    from ser.quant.search import budget_search
+    result, met = budget_search(LAYERS, scripted([]), BASELINE, _params, budget=100 * 3)
+    assert not met and result.bits == {"fc2": 1, "fc1": 1, "fc3": 1, "out": 1}
