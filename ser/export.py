@@ -1,13 +1,26 @@
 """Turn a training run into a deployable model: a bit-packed ``.serq`` file and/or ONNX.
 
-The weights are quantized with the same quantizer and scales the LAQ callback evaluated, so
-the exported model predicts exactly what the fake-quantized model in ``results.json`` did.
+Without ``--bits`` the exported model is the run's LAQ model exactly as the callback evaluated
+and saved it (``<run>/quantized.pt``, format ``ser-quant-v2``): each layer's bits, grid,
+integer codes, scales and shipped (recovered, possibly bias-corrected) bias, and the rest of
+the state (standardisation, population statistics). Codes are copied, never recomputed from
+float weights, and every weight the ``.serq`` file and the ONNX graph hold is
+``ser.quant.grid.dequantize`` of them, so the deployed model predicts what ``results.json``'s
+``laq`` row measured.
+
+``--bits N`` quantizes the best checkpoint at one width for every layer, with the run's
+quantizer settings (``quantized.pt``'s ``quantizer``, else the ``quant`` section of
+``.hydra/config.yaml``) through ``ser.quant.quantizer.quantize_tensor``. Runs without a
+``ser-quant-v2`` artifact (``quant=none``/``fixed``, or runs from before it) fall back to that
+path with results.json's LAQ allocation, as before, unless their LAQ model was recovered or
+bias-corrected (then only ``quantized.pt`` holds it, and export refuses to guess).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,27 +33,68 @@ from torch import nn
 
 from ser.errors import SERError
 from ser.models.mlp import MLP
-from ser.quant.quantizer import QuantizerConfig, quantize, stored_bits
+from ser.quant import grid as grids
+from ser.quant.quantizer import QuantizerConfig, quantize_tensor
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
 
+log = logging.getLogger(__name__)
+
 MLP_TARGET = "ser.models.mlp.MLP"
+ARTIFACT = "quantized.pt"
+ARTIFACT_FORMAT = "ser-quant-v2"  # ser.quant.callback.FORMAT (not imported: that pulls in Lightning)
+LEGACY_FORMATS = ("ser-fakequant-v1",)  # weights only, no codes: treated as absent
+
+
+@dataclass
+class ExportLayer:
+    """One Linear layer as shipped: integer codes on a grid, their scales, and the float32 bias."""
+
+    name: str
+    bits: int
+    grid: str
+    codes: np.ndarray  # uint8, the weight's shape
+    scales: np.ndarray  # float32, 1 or one per output row
+    bias: np.ndarray | None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    def weight(self) -> np.ndarray:
+        """The dequantized weight (float32): what the runtime and the ONNX graph compute with."""
+        return grids.dequantize(self.codes, self.scales, self.bits, self.grid)
+
+    def stored_bits(self) -> int:
+        return self.codes.size * self.bits + 32 * (self.scales.size + (0 if self.bias is None else self.bias.size))
 
 
 @dataclass
 class ExportSource:
-    """A finished run: its config, fp32 weights and the bits of each layer."""
+    """A finished run, ready to export: its metadata, statistics and quantized layers.
+
+    ``origin`` says where the layers come from: ``"quantized.pt"`` (the run's LAQ artifact)
+    or ``"checkpoint"`` (quantized here from the checkpoint's weights).
+    """
 
     run_dir: Path
-    checkpoint: Path
-    state: dict[str, torch.Tensor]
+    checkpoint: Path | None
+    state: dict[str, torch.Tensor]  # the model's state: statistics (feature_*, population_*) and net.*
     classes: list[str]
     features: dict
-    layer_names: list[str]
-    bits: dict[str, int]
+    layers: dict[str, ExportLayer]  # in network order
     quantizer: QuantizerConfig
     normalize: str = "global"  # "speaker": inputs are z-scored per speaker first (data.normalize=speaker)
     prior_weight: float = 0.0  # speaker only: pseudo-recordings of the population in a speaker's estimate
+    origin: str = "checkpoint"
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layers)
+
+    @property
+    def bits(self) -> dict[str, int]:
+        return {name: layer.bits for name, layer in self.layers.items()}
 
     @classmethod
     def load(cls, source: str | Path, bits: int | None = None) -> "ExportSource":
@@ -50,58 +104,178 @@ class ExportSource:
         else:
             run_dir, checkpoint = source, source / "checkpoints" / "best.ckpt"
         config_file = run_dir / ".hydra" / "config.yaml"
-        if not checkpoint.is_file() or not config_file.is_file():
+        results = _results(run_dir)
+        artifact = _artifact(run_dir)
+        use_artifact = artifact is not None and bits is None
+        if use_artifact and source.is_file() and not _is_best(checkpoint, run_dir, results):
+            raise SERError(f"{source}: the run's LAQ model ({run_dir / ARTIFACT}) is quantized from its best checkpoint; "
+                           "pass the run directory, or --bits N to quantize this checkpoint")
+        if not config_file.is_file() or not (checkpoint.is_file() or use_artifact):
             raise SERError(f"{source}: not a training run (expected {checkpoint} and {config_file}); pass a run "
                            "directory written by train.py or its checkpoints/best.ckpt")
         cfg = OmegaConf.load(config_file)
         if cfg.model.net.get("_target_") != MLP_TARGET:
             raise SERError(f"{source}: export supports the MLP ({MLP_TARGET}); this run used {cfg.model.net.get('_target_')}")
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        state = ckpt["state_dict"]
-        names = sorted({k[: -len(".weight")] for k in state if k.startswith("net.") and k.endswith(".weight")},
-                       key=lambda n: int(n.split(".")[1]))
-        quant = cfg.get("quant") or {}
-        quantizer = QuantizerConfig(per_channel=bool(quant.get("per_channel", False)), mse_clip=bool(quant.get("mse_clip", False)))
-        if bits is not None:
-            allocation = {name: int(bits) for name in names}
+        if bits is not None and not 1 <= bits <= 8:
+            raise SERError(f"bit-widths must be 1..8, got [{bits}]")
+
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.is_file() else None
+        if use_artifact:
+            state = {k: v.detach().cpu() for k, v in artifact["state_dict"].items()}
+            origin = ARTIFACT
         else:
-            results_file = run_dir / "results.json"
-            laq = json.loads(results_file.read_text()).get("laq") if results_file.exists() else None
-            if not laq:
-                raise SERError(f"{run_dir}: has no LAQ result (trained with quant=none or fixed?); pass --bits N for a fixed bit-width")
-            allocation = {layer["name"]: int(layer["bits"]) for layer in laq["layers"]}
-        if not 1 <= min(allocation.values()) <= max(allocation.values()) <= 8:
-            raise SERError(f"bit-widths must be 1..8, got {sorted(set(allocation.values()))}")
+            state = ckpt["state_dict"]
+            origin = "checkpoint"
+        names = _layer_names(state)
+        if artifact is not None:
+            quantizer = _config(artifact.get("quantizer") or {})
+        else:
+            quantizer = _config(OmegaConf.to_container(cfg.quant, resolve=False) if cfg.get("quant") else {})
+
+        if use_artifact:
+            layers = _artifact_layers(artifact, names, run_dir)
+            laq = (results or {}).get("laq")
+            if laq and {l["name"]: int(l["bits"]) for l in laq["layers"]} != {n: l.bits for n, l in layers.items()}:
+                raise SERError(f"{run_dir}: {ARTIFACT} and results.json disagree on the LAQ bits; the run is "
+                               "inconsistent, train it again")
+        else:
+            if bits is not None:
+                allocation = {name: int(bits) for name in names}
+            else:
+                laq = (results or {}).get("laq")
+                if not laq:
+                    raise SERError(f"{run_dir}: has no LAQ result (trained with quant=none or fixed?); pass --bits N for "
+                                   "a fixed bit-width")
+                if laq.get("recovery") or (laq.get("quantizer") or {}).get("bias_correction"):
+                    raise SERError(f"{run_dir}: the LAQ model was fine-tuned (recovery) or bias-corrected after "
+                                   f"quantization and only {ARTIFACT} holds it, which is missing or from an older ser; "
+                                   "train the run again, or pass --bits N for a fixed bit-width")
+                allocation = {layer["name"]: int(layer["bits"]) for layer in laq["layers"]}
+                if set(allocation) != set(names):
+                    raise SERError(f"{run_dir}: results.json's LAQ layers {sorted(allocation)} are not the network's "
+                                   f"{names}")
+            if not 1 <= min(allocation.values()) <= max(allocation.values()) <= 8:
+                raise SERError(f"bit-widths must be 1..8, got {sorted(set(allocation.values()))}")
+            if bits is not None and artifact is not None and (artifact.get("quantizer") or {}).get("bias_correction"):
+                log.warning("%s: the run's quantizer corrects biases with training statistics; a --bits export keeps "
+                            "the checkpoint's biases", run_dir)
+            layers = {name: _quantize(name, state, allocation[name], quantizer) for name in names}
+
         features = OmegaConf.to_container(cfg.data.features, resolve=True)
+        classes, normalize, prior_weight = _metadata(ckpt, checkpoint, state, results, cfg, run_dir)
+        return cls(run_dir, checkpoint if checkpoint.is_file() else None, state, classes, features, layers, quantizer,
+                   normalize, prior_weight, origin)
+
+
+def _results(run_dir: Path) -> dict | None:
+    path = run_dir / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _artifact(run_dir: Path) -> dict | None:
+    """The run's ``quantized.pt`` if it is a ``ser-quant-v2`` artifact; older formats count as absent."""
+    path = run_dir / ARTIFACT
+    if not path.is_file():
+        return None
+    try:
+        artifact = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error to the user
+        raise SERError(f"{path}: cannot read the quantized model ({exc.__class__.__name__}); train the run again") from exc
+    fmt = artifact.get("format") if isinstance(artifact, dict) else None
+    if fmt == ARTIFACT_FORMAT:
+        return artifact
+    if fmt is None or fmt in LEGACY_FORMATS:
+        return None
+    raise SERError(f"{path}: format {fmt!r}, this ser exports {ARTIFACT_FORMAT}; upgrade ser")
+
+
+def _is_best(checkpoint: Path, run_dir: Path, results: dict | None) -> bool:
+    best = [run_dir / "checkpoints" / "best.ckpt"]
+    if results and results.get("best_checkpoint"):
+        best.append(Path(results["best_checkpoint"]))
+    return any(b.is_file() and b.resolve() == checkpoint.resolve() for b in best)
+
+
+def _layer_names(state: dict[str, torch.Tensor]) -> list[str]:
+    return sorted({k[: -len(".weight")] for k in state if k.startswith("net.") and k.endswith(".weight")},
+                  key=lambda n: int(n.split(".")[1]))
+
+
+def _config(quant: dict) -> QuantizerConfig:
+    """The quantizer of a run (an artifact's ``quantizer`` or a config's ``quant`` section; absent keys: the paper's)."""
+    try:
+        return QuantizerConfig(per_channel=bool(quant.get("per_channel", False)), mse_clip=bool(quant.get("mse_clip", False)),
+                               grid=str(quant.get("grid", "symmetric")), scale=str(quant.get("scale", "max")))
+    except ValueError as exc:
+        raise SERError(str(exc)) from exc
+
+
+def _quantize(name: str, state: dict[str, torch.Tensor], bits: int, config: QuantizerConfig) -> ExportLayer:
+    t = quantize_tensor(state[f"{name}.weight"].float(), bits, config)
+    bias = state.get(f"{name}.bias")
+    return ExportLayer(name, bits, t.grid, t.codes.numpy().astype(np.uint8), t.scales.float().numpy(),
+                       None if bias is None else bias.float().numpy())
+
+
+def _artifact_layers(artifact: dict, names: list[str], run_dir: Path) -> dict[str, ExportLayer]:
+    """The artifact's layers, checked against the network and against their own dequantized weights."""
+    where = run_dir / ARTIFACT
+    stored = artifact.get("layers") or {}
+    if set(stored) != set(names):
+        raise SERError(f"{where}: quantized layers {sorted(stored)} are not the network's {names}; train the run again")
+    state = artifact["state_dict"]
+    layers = {}
+    for name in names:
+        entry = stored[name]
+        bits, grid = int(entry["bits"]), str(entry.get("grid", "symmetric"))
+        if grid not in grids.GRIDS or not grids.MIN_BITS <= bits <= grids.MAX_BITS:
+            raise SERError(f"{where}: layer {name} has grid {grid!r} at {bits} bits, which this ser cannot export; upgrade ser")
+        codes = entry["codes"].numpy()
+        scales = entry["scales"].float().numpy().reshape(-1)
+        shape = tuple(state[f"{name}.weight"].shape)
+        if codes.dtype != np.uint8 or codes.shape != shape or tuple(entry.get("shape", shape)) != shape:
+            raise SERError(f"{where}: layer {name}'s codes ({codes.dtype}, {codes.shape}) do not fit its weight {shape}")
+        if scales.size not in (1, shape[0]):
+            raise SERError(f"{where}: layer {name} has {scales.size} scales for {shape[0]} output rows")
+        if codes.size and int(codes.max()) >= grids.n_codes(bits, grid):
+            raise SERError(f"{where}: layer {name} has a code outside its {bits}-bit {grid} grid")
+        bias = entry.get("bias")
+        layer = ExportLayer(name, bits, grid, codes, scales, None if bias is None else bias.detach().float().numpy())
+        if not np.allclose(layer.weight(), entry["weight"].float().numpy(), rtol=1e-6, atol=0.0):
+            raise SERError(f"{where}: layer {name}'s codes and scales do not give its stored weight; train the run again")
+        layers[name] = layer
+    return layers
+
+
+def _metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor], results: dict | None, cfg,
+              run_dir: Path) -> tuple[list[str], str, float]:
+    """Classes, normalisation and prior weight: the checkpoint's hyper-parameters (never its weights when the
+    artifact is exported), else results.json, the state's statistics and the config."""
+    if ckpt is not None:
         hparams = ckpt["hyper_parameters"]
+        classes = list(hparams["classes"])
         normalize = hparams.get("normalize", "global")  # older checkpoints predate speaker normalisation
-        if normalize not in ("global", "speaker"):
-            raise SERError(f"{checkpoint}: normalisation {normalize!r} cannot be exported (global or speaker)")
-        if normalize == "speaker" and not {"population_mean", "population_std"} <= state.keys():
-            raise SERError(f"{checkpoint}: a speaker-normalised run without population_mean/population_std; train it again")
-        return cls(run_dir, checkpoint, state, list(hparams["classes"]), features, names, allocation, quantizer,
-                   normalize, float(hparams.get("speaker_prior_weight", 0.0)))
-
-    def quantized(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        return quantize(self.state[f"{name}.weight"], self.bits[name], self.quantizer)
-
-
-def codes(weight_q: torch.Tensor, scales: torch.Tensor, bits: int) -> np.ndarray:
-    """Unsigned integer codes of an already quantized weight."""
-    if bits == 1:
-        return (weight_q > 0).to(torch.uint8).numpy()
-    rows = scales.reshape(-1, *([1] * (weight_q.dim() - 1)))
-    return (torch.round(weight_q / rows) + (2 ** (bits - 1) - 1)).to(torch.uint8).numpy()
+        prior_weight = float(hparams.get("speaker_prior_weight", 0.0))
+        where = checkpoint
+    else:
+        if not results or "classes" not in results:
+            raise SERError(f"{run_dir}: neither {checkpoint} nor results.json to read the class names from")
+        classes = list(results["classes"])
+        normalize = "speaker" if "population_mean" in state else "global"
+        prior_weight = float(cfg.data.get("speaker_prior_weight", 0.0) or 0.0)
+        where = run_dir
+    if normalize not in ("global", "speaker"):
+        raise SERError(f"{where}: normalisation {normalize!r} cannot be exported (global or speaker)")
+    if normalize == "speaker" and not {"population_mean", "population_std"} <= state.keys():
+        raise SERError(f"{where}: a speaker-normalised run without population_mean/population_std; train it again")
+    return classes, normalize, prior_weight
 
 
 def theoretical_bytes(source: ExportSource) -> float:
     """What the model must store: weights at their bits, float32 biases, scales and standardisation
     (and, for a speaker-normalised model, the population's statistics)."""
-    total_bits = sum(
-        stored_bits(source.state[f"{name}.weight"], source.state.get(f"{name}.bias"), source.bits[name], source.quantizer)
-        for name in source.layer_names
-    )
     statistics = 2 if source.normalize == "global" else 4  # standardisation (+ population for speaker models)
+    total_bits = sum(layer.stored_bits() for layer in source.layers.values())
     return (total_bits + 32 * statistics * source.state["feature_mean"].numel()) / 8
 
 
@@ -111,15 +285,12 @@ def write_serq(source: ExportSource, path: str | Path) -> int:
     if source.normalize == "speaker":
         sections += [Section("population_mean", source.state["population_mean"].numpy()),
                      Section("population_std", source.state["population_std"].numpy())]
-    for i, name in enumerate(source.layer_names):
-        weight_q, scales = source.quantized(name)
-        bits = source.bits[name]
-        sections += [Section(f"{name}.scales", scales.numpy()), Section(f"{name}.codes", codes(weight_q, scales, bits), bits)]
-        bias = source.state.get(f"{name}.bias")
-        if bias is not None:
-            sections.append(Section(f"{name}.bias", bias.numpy()))
-        layers.append({"name": name, "shape": list(weight_q.shape), "bits": bits,
-                       "activation": "relu" if i < len(source.layer_names) - 1 else "none"})
+    for i, layer in enumerate(source.layers.values()):
+        sections += [Section(f"{layer.name}.scales", layer.scales), Section(f"{layer.name}.codes", layer.codes, layer.bits)]
+        if layer.bias is not None:
+            sections.append(Section(f"{layer.name}.bias", layer.bias))
+        layers.append({"name": layer.name, "shape": list(layer.shape), "bits": layer.bits, "grid": layer.grid,
+                       "activation": "relu" if i < len(source.layers) - 1 else "none"})
     header = {"classes": source.classes, "features": source.features, "layers": layers,
               "quantizer": {"per_channel": source.quantizer.per_channel}}
     if source.normalize == "speaker":  # global models keep the header they always had
@@ -130,20 +301,25 @@ def write_serq(source: ExportSource, path: str | Path) -> int:
 class _Deployed(nn.Module):
     """[Speaker z-score →] standardise → the run's MLP with dequantized weights → softmax, as one graph for ONNX.
 
-    A speaker-normalised model takes the speaker's statistics as two more inputs, one row per
-    feature row, so that raw features can never be fed to it by mistake.
+    The weights are ``ser.quant.grid.dequantize`` of the exported codes and the biases the
+    exported ones: the same numbers as the ``.serq`` file. A speaker-normalised model takes the
+    speaker's statistics as two more inputs, one row per feature row, so that raw features can
+    never be fed to it by mistake.
     """
 
     def __init__(self, source: ExportSource):
         super().__init__()
         self.speaker = source.normalize == "speaker"
-        self.register_buffer("mean", source.state["feature_mean"].clone())
-        self.register_buffer("std", source.state["feature_std"].clone())
-        state = {k[len("net."):]: v for k, v in source.state.items() if k.startswith("net.")}
-        shapes = [state[f"{name[len('net.'):]}.weight"].shape for name in source.layer_names]
-        self.net = MLP(shapes[0][1], shapes[-1][0], hidden=[out for out, _ in shapes[:-1]])
-        for name in source.layer_names:
-            state[f"{name[len('net.'):]}.weight"] = source.quantized(name)[0]
+        self.register_buffer("mean", source.state["feature_mean"].clone().float())
+        self.register_buffer("std", source.state["feature_std"].clone().float())
+        layers = list(source.layers.values())
+        self.net = MLP(layers[0].shape[1], layers[-1].shape[0], hidden=[layer.shape[0] for layer in layers[:-1]])
+        state = {}
+        for layer in layers:
+            index = layer.name[len("net."):]
+            state[f"{index}.weight"] = torch.from_numpy(layer.weight())
+            if layer.bias is not None:
+                state[f"{index}.bias"] = torch.from_numpy(layer.bias.copy())
         self.net.load_state_dict(state)
 
     def forward(self, features: torch.Tensor, speaker_mean: torch.Tensor | None = None,
@@ -159,7 +335,6 @@ def onnx_inputs(source: ExportSource) -> list[str]:
 
 
 def write_onnx(source: ExportSource, path: str | Path) -> None:
-    import logging
     import warnings
 
     from ser.io import atomic_path
@@ -179,6 +354,11 @@ def write_onnx(source: ExportSource, path: str | Path) -> None:
                           dynamic_shapes=tuple({0: batch} for _ in names), external_data=False, verbose=False)
 
 
+def _grids(source: ExportSource) -> str:
+    names = sorted({layer.grid for layer in source.layers.values()})
+    return names[0] if len(names) == 1 else "/".join(names)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ser export", description="Export a trained run as a bit-packed .serq file and/or ONNX.")
     parser.add_argument("source", type=Path, help="run directory written by train.py, or its checkpoints/best.ckpt")
@@ -194,7 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output is not None:
             size = write_serq(source, args.output)
             print(f"wrote {args.output}: {size} bytes ({size / 1000:.1f} KB; weights, biases, scales and "
-                  f"standardisation need {theoretical_bytes(source) / 1000:.1f} KB); bits {source.bits}")
+                  f"standardisation need {theoretical_bytes(source) / 1000:.1f} KB); bits {source.bits}, "
+                  f"grid {_grids(source)}, from {source.origin}")
         if args.onnx is not None:
             write_onnx(source, args.onnx)
             print(f"wrote {args.onnx}")

@@ -1,9 +1,10 @@
-"""``ser export``: file size, parity with the fake-quantized torch model, ONNX."""
+"""``ser export``: it ships the run's LAQ model (``quantized.pt``) bit for bit; file size, parity, ONNX, ``--bits``."""
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import hydra
@@ -12,12 +13,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ser.export import ExportSource, main as export_main, theoretical_bytes
-from ser.models.mlp import MLP
-from ser.quant.quantizer import QuantizedWeights
-from ser.runtime.features import Extractor
 from ser.data.audio import load_audio
+from ser.export import ARTIFACT_FORMAT, ExportSource, main as export_main, theoretical_bytes
+from ser.models.mlp import MLP
+from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, quantize_tensor
 from ser.runtime import model_file
+from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
 
 
@@ -29,63 +30,244 @@ def exported(default_run, tmp_path_factory):
     return run_dir, results, out
 
 
-def _torch_reference(run_dir: Path, cache_dir: Path) -> tuple[torch.Tensor, list[str]]:
-    """Probabilities of the fake-quantized torch model (as the LAQ callback evaluated it) on the test split."""
+@pytest.fixture(scope="module")
+def test_split(default_run, cache_dir):
+    """The default run's test split: cached features, labels, audio files (in the same order)."""
+    run_dir, _ = default_run
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg.data.cache_dir = str(cache_dir)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
-    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
-    net = MLP(datamodule.n_features, len(datamodule.classes), hidden=list(cfg.model.net.hidden))
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
-    bits = {l["name"][len("net."):]: l["bits"] for l in json.loads((run_dir / "results.json").read_text())["laq"]["layers"]}
-    QuantizedWeights(net).apply(bits)
-    x, _ = datamodule.tensors("test")
-    with torch.no_grad():
-        probs = torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1)
+    x, y = datamodule.tensors("test")
     files = [row["path"] for row in csv.DictReader(open(run_dir / "splits" / "test.csv"))]
-    return probs, files
+    return x, y.numpy(), files, datamodule
+
+
+def _artifact(run_dir: Path) -> dict:
+    return torch.load(run_dir / "quantized.pt", weights_only=True)
+
+
+def _probabilities(state: dict, x: torch.Tensor, hidden) -> np.ndarray:
+    """Softmax of the MLP holding ``state`` (a module state dict: net.* and the standardisation) on features ``x``."""
+    n_classes = state[f"net.{3 * len(hidden)}.weight"].shape[0]
+    net = MLP(x.shape[1], n_classes, hidden=hidden)
+    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    with torch.no_grad():
+        return torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1).numpy()
+
+
+def _laq_reference(run_dir: Path, x: torch.Tensor) -> np.ndarray:
+    """Probabilities of the fake-quantized torch model the LAQ callback evaluated and saved (the recovered model)."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    return _probabilities(_artifact(run_dir)["state_dict"], x, list(cfg.model.net.hidden))
+
+
+def _runtime(model: QuantizedModel, files) -> np.ndarray:
+    extractor = Extractor(model.features)
+    return np.stack([model.probabilities(extractor(load_audio(f, model.features.sample_rate)))[0] for f in files])
+
+
+def _copy_run(run_dir: Path, to: Path, artifact: bool = True) -> Path:
+    shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns("tensorboard", *(() if artifact else ("quantized.pt",))))
+    return to
+
+
+# -- the default run (new grid, MSE scales, recovery) ships what LAQ evaluated ------------------------------------
+
+
+def test_default_run_saves_a_recovered_full_grid_artifact_that_export_reads(exported):
+    run_dir, results, _ = exported
+    artifact = _artifact(run_dir)
+    assert artifact["format"] == ARTIFACT_FORMAT
+    assert results["laq"]["quantizer"]["grid"] == "full" and results["laq"].get("recovery"), \
+        "these tests are about the default LAQ: full grid and recovery"
+    assert ExportSource.load(run_dir).origin == "quantized.pt"
+
+
+def test_artifact_format_is_the_callbacks():
+    from ser.quant.callback import FORMAT
+
+    assert ARTIFACT_FORMAT == FORMAT
 
 
 def test_exported_file_is_within_5_percent_plus_2_kb_of_the_theoretical_size(exported):
     run_dir, results, out = exported
     size = (out / "model.serq").stat().st_size
     theory = theoretical_bytes(ExportSource.load(run_dir))
-    weights_only = sum(l["params"] * l["bits"] for l in results["laq"]["layers"]) / 8
+    laq = results["laq"]
+    weights_only = sum(l["params"] * l["bits"] for l in laq["layers"]) / 8
     assert weights_only < theory <= size <= 1.05 * theory + 2000
-    assert size < results["n_params"] * 4 / 8, "at least 8x smaller than the fp32 weights"
+    # Smaller than the fp32 weights by what the run's own bits say: LAQ's size (weights at their
+    # widths, biases and scales at 32 bits), plus the float32 standardisation statistics.
+    fp32 = results["n_params"] * 4
+    own = laq["size_kb"] * 1000
+    statistics = 2 * 4 * len(_artifact(run_dir)["state_dict"]["feature_mean"])
+    assert laq["avg_bits"] < 32 and own < fp32
+    assert size <= 1.05 * own + statistics + 2000
 
 
-def test_runtime_predictions_equal_the_fake_quantized_torch_model(exported, cache_dir):
+def test_exported_file_holds_the_artifacts_codes_scales_biases_and_statistics(exported):
     run_dir, _, out = exported
-    reference, files = _torch_reference(run_dir, cache_dir)
+    artifact = _artifact(run_dir)
+    header, arrays = model_file.read(out / "model.serq")
     model = QuantizedModel.load(out / "model.serq")
-    extractor = Extractor(model.features)
-    ours = np.stack([model.probabilities(extractor(load_audio(f, model.features.sample_rate)))[0] for f in files])
-    np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(dim=1).numpy())
-    np.testing.assert_allclose(ours, reference.numpy(), atol=1e-5)
+    assert [l["name"] for l in header["layers"]] == sorted(artifact["layers"], key=lambda n: int(n.split(".")[1]))
+    for spec, layer in zip(header["layers"], model.layers):
+        stored = artifact["layers"][spec["name"]]
+        assert (spec["bits"], spec["grid"], spec["shape"]) == (stored["bits"], stored["grid"], stored["shape"])
+        np.testing.assert_array_equal(arrays[f"{spec['name']}.codes"], stored["codes"].numpy())
+        np.testing.assert_array_equal(arrays[f"{spec['name']}.scales"], stored["scales"].numpy())
+        np.testing.assert_array_equal(arrays[f"{spec['name']}.bias"], stored["bias"].numpy())
+        np.testing.assert_array_equal(layer.weight, stored["weight"].numpy())  # dequantized through ser.quant.grid
+        np.testing.assert_array_equal(layer.weight, artifact["state_dict"][f"{spec['name']}.weight"].numpy())
+        np.testing.assert_array_equal(layer.bias, artifact["state_dict"][f"{spec['name']}.bias"].numpy())
+    for name in ("feature_mean", "feature_std"):
+        np.testing.assert_array_equal(arrays[name], artifact["state_dict"][name].numpy())
 
 
-def test_onnx_model_matches_the_fake_quantized_torch_model(exported, cache_dir):
+def test_a_full_grid_file_is_format_version_3_and_records_each_layers_grid(exported):
+    _, _, out = exported
+    assert (out / "model.serq").read_bytes()[4:6] == (3).to_bytes(2, "little")
+    header, _ = model_file.read(out / "model.serq")
+    assert {l["grid"] for l in header["layers"]} == {"full"}
+
+
+def test_runtime_predictions_equal_the_recovered_laq_model(exported, test_split):
+    run_dir, results, out = exported
+    x, labels, files, _ = test_split
+    reference = _laq_reference(run_dir, x)
+    assert float(np.mean(reference.argmax(axis=1) == labels)) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
+    ours = _runtime(QuantizedModel.load(out / "model.serq"), files)
+    np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    # The recovery that ships: the deployed model scores what results.json reports for LAQ.
+    assert float(np.mean(ours.argmax(axis=1) == labels)) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
+    assert results["test_predictions"]["models"]["laq"] == ours.argmax(axis=1).tolist()
+
+
+def test_onnx_model_matches_the_recovered_laq_model(exported, test_split):
     ort = pytest.importorskip("onnxruntime")
-    run_dir, _, out = exported
-    reference, _ = _torch_reference(run_dir, cache_dir)
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.data.cache_dir = str(cache_dir)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup()
+    run_dir, results, out = exported
+    x, labels, _, _ = test_split
+    reference = _laq_reference(run_dir, x)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    (probs,) = session.run(None, {"features": datamodule.tensors("test")[0].numpy()})
-    np.testing.assert_array_equal(probs.argmax(axis=1), reference.argmax(dim=1).numpy())
-    np.testing.assert_allclose(probs, reference.numpy(), atol=1e-5)
+    (probs,) = session.run(None, {"features": x.numpy()})
+    np.testing.assert_array_equal(probs.argmax(axis=1), reference.argmax(axis=1))
+    np.testing.assert_allclose(probs, reference, atol=1e-5)
+    assert float(np.mean(probs.argmax(axis=1) == labels)) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
 
 
-def test_fixed_bits_export_from_a_checkpoint(default_run, tmp_path):
+def test_export_never_reads_the_checkpoints_weights_when_the_artifact_exists(exported, tmp_path):
+    run_dir, _, out = exported
+    run = _copy_run(run_dir, tmp_path / "run")
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt["state_dict"] = {k: torch.full_like(v, 7.0) for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, run / "checkpoints" / "best.ckpt")
+    assert export_main([str(run), "-o", str(tmp_path / "scrambled.serq")]) == 0
+    assert (tmp_path / "scrambled.serq").read_bytes() == (out / "model.serq").read_bytes()
+    (run / "checkpoints" / "best.ckpt").unlink()  # metadata then comes from results.json and the config
+    assert export_main([str(run), "-o", str(tmp_path / "no_ckpt.serq")]) == 0
+    assert (tmp_path / "no_ckpt.serq").read_bytes() == (out / "model.serq").read_bytes()
+
+
+def test_export_of_the_best_checkpoint_file_ships_the_artifact_too(exported, tmp_path):
+    run_dir, _, out = exported
+    assert export_main([str(run_dir / "checkpoints" / "best.ckpt"), "-o", str(tmp_path / "m.serq")]) == 0
+    assert (tmp_path / "m.serq").read_bytes() == (out / "model.serq").read_bytes()
+
+
+def test_a_recovered_run_without_its_artifact_is_refused_not_requantized(default_run, tmp_path, capsys):
+    run_dir, _ = default_run
+    run = _copy_run(run_dir, tmp_path / "run", artifact=False)
+    assert export_main([str(run), "-o", str(tmp_path / "m.serq")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "quantized.pt" in err and "--bits" in err
+    torch.save({"format": "ser-fakequant-v1", "state_dict": {}}, run / "quantized.pt")  # older artifact: as absent
+    assert export_main([str(run), "-o", str(tmp_path / "m.serq")]) == 1
+    assert "quantized.pt" in capsys.readouterr().err and not (tmp_path / "m.serq").exists()
+
+
+def test_an_artifact_of_an_unknown_newer_format_is_refused(default_run, tmp_path, capsys):
+    run_dir, _ = default_run
+    run = _copy_run(run_dir, tmp_path / "run")
+    artifact = _artifact(run)
+    artifact["format"] = "ser-quant-v9"
+    torch.save(artifact, run / "quantized.pt")
+    assert export_main([str(run), "-o", str(tmp_path / "m.serq")]) == 1
+    assert "upgrade ser" in capsys.readouterr().err
+
+
+def test_an_artifact_whose_codes_do_not_give_its_weights_is_refused(default_run, tmp_path, capsys):
+    run_dir, _ = default_run
+    run = _copy_run(run_dir, tmp_path / "run")
+    artifact = _artifact(run)
+    layer = artifact["layers"]["net.0"]
+    layer["codes"] = (layer["codes"].long() ^ 1).clamp(max=2 ** layer["bits"] - 1).to(torch.uint8)
+    torch.save(artifact, run / "quantized.pt")
+    assert export_main([str(run), "-o", str(tmp_path / "m.serq")]) == 1
+    assert "net.0" in capsys.readouterr().err
+
+
+def test_a_run_without_recovery_or_artifact_falls_back_to_quantizing_the_checkpoint(default_run, tmp_path):
+    """Older runs (no ser-quant-v2 artifact, no recovery): results.json's bits, the run's quantizer, best.ckpt."""
+    run_dir, results = default_run
+    run = _copy_run(run_dir, tmp_path / "run", artifact=False)
+    old = json.loads((run / "results.json").read_text())
+    old["laq"].pop("recovery")
+    old["laq"].pop("before_recovery")
+    (run / "results.json").write_text(json.dumps(old))
+    source = ExportSource.load(run)
+    assert source.origin == "checkpoint"
+    assert source.bits == {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+    state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    config = QuantizerConfig(grid="full", scale="mse")  # the default run's quant section
+    for name, layer in source.layers.items():
+        t = quantize_tensor(state[f"{name}.weight"], layer.bits, config)
+        assert layer.grid == "full"
+        np.testing.assert_array_equal(layer.codes, t.codes.numpy())
+        np.testing.assert_array_equal(layer.weight(), t.weight.numpy())
+
+
+# -- --bits N: one width, the run's quantizer, from the checkpoint -------------------------------------------------
+
+
+def test_fixed_bits_export_from_a_checkpoint(default_run, test_split, tmp_path):
     run_dir, results = default_run
     assert export_main([str(run_dir / "checkpoints" / "best.ckpt"), "--bits", "4", "-o", str(tmp_path / "m4.serq")]) == 0
     model = QuantizedModel.load(tmp_path / "m4.serq")
     assert [l["bits"] for l in model.header["layers"]] == [4, 4, 4, 4]
-    assert (tmp_path / "m4.serq").stat().st_size <= 1.05 * results["fixed"][4]["size_kb"] * 1000 + 2000
+    assert [l["grid"] for l in model.header["layers"]] == ["full"] * 4, "the run's quantizer, not the paper's"
+    (row,) = [r for r in results["fixed"] if r["bits"] == 4]
+    assert (tmp_path / "m4.serq").stat().st_size <= 1.05 * row["size_kb"] * 1000 + 2000
+    # The same model the callback's fixed/4 row evaluated.
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+    config = QuantizerConfig(**{k: v for k, v in results["laq"]["quantizer"].items() if k != "bias_correction"})
+    x, labels, files, _ = test_split
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    net = MLP(x.shape[1], len(results["classes"]), hidden=list(cfg.model.net.hidden))
+    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    QuantizedWeights(net, config).apply({name: 4 for name, m in net.named_children() if isinstance(m, torch.nn.Linear)})
+    for layer, (name, m) in zip(model.layers, ((n, m) for n, m in net.named_children() if isinstance(m, torch.nn.Linear))):
+        np.testing.assert_array_equal(layer.weight, m.weight.detach().numpy())
+    with torch.no_grad():
+        reference = torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1).numpy()
+    ours = _runtime(model, files)
+    np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+    assert float(np.mean(ours.argmax(axis=1) == labels)) == pytest.approx(row["test_acc"], abs=1e-6)
+
+
+def test_fixed_bits_of_a_paper_run_stay_on_the_symmetric_grid(default_run, tmp_path):
+    """A run's quant section decides the grid: quant=laq_paper (or an older config without one) is symmetric."""
+    run_dir, _ = default_run
+    run = _copy_run(run_dir, tmp_path / "run", artifact=False)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    cfg.quant.grid, cfg.quant.scale = "symmetric", "max"
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    source = ExportSource.load(run, bits=2)
+    assert {l.grid for l in source.layers.values()} == {"symmetric"}
+    assert max(int(l.codes.max()) for l in source.layers.values()) <= 2  # 3 levels at 2 bits
+    assert export_main([str(run), "--bits", "2", "-o", str(tmp_path / "m.serq")]) == 0
+    assert (tmp_path / "m.serq").read_bytes()[4:6] == (1).to_bytes(2, "little"), "readable by older runtimes"
 
 
 def test_export_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Run a ``.serq`` model with numpy: dequantize once, then [speaker z-score →] standardise → MLP → softmax."""
+"""Run a ``.serq`` model with numpy: dequantize once (``ser.quant.grid``, each layer's own grid), then
+[speaker z-score →] standardise → MLP → softmax."""
 
 from __future__ import annotations
 
@@ -11,18 +12,33 @@ from ser.data import speaker_norm
 from ser.data.feature_config import FeatureConfig
 from ser.data.speaker_norm import RunningSpeakerStats, SpeakerStats
 from ser.errors import SERError
+from ser.quant import grid as grids  # numpy only (ser.quant's __init__ imports nothing)
 from ser.runtime import model_file
 
 NORMALIZE = speaker_norm.NORMALIZE
 
 
-def dequantize(codes: np.ndarray, scales: np.ndarray, bits: int) -> np.ndarray:
-    """Weights from unsigned codes: 1 bit → ±α; b bits → (code − (2^(b−1)−1)) · scale, per row."""
-    scales = scales.reshape(-1, *([1] * (codes.ndim - 1)))  # one per layer or per output row
-    if bits == 1:
-        return np.where(codes == 1, scales, -scales).astype(np.float32)
-    offset = 2 ** (bits - 1) - 1
-    return ((codes.astype(np.float32) - offset) * scales).astype(np.float32)
+def dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, grid: str = "symmetric") -> np.ndarray:
+    """Weights (float32) from unsigned codes: level(code) · scale of the row (or of the layer).
+
+    The levels are ``ser.quant.grid``'s, the quantizer's own definition: ``symmetric``
+    (1 bit → ±α; b bits → (code − (2^(b−1)−1)) · scale) or ``full`` (code − (2^b − 1)/2) · scale.
+    """
+    return grids.dequantize(codes, scales, bits, grid)
+
+
+def _layer_weight(path, spec: dict, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """One layer's weight, refusing a grid, width or code this runtime does not know (absent grid: symmetric)."""
+    name, bits, grid = spec["name"], int(spec["bits"]), spec.get("grid", "symmetric")
+    if grid not in grids.GRIDS:
+        raise model_file.ModelFileError(f"{path}: layer {name} uses the quantization grid {grid!r}, this runtime knows "
+                                        f"{', '.join(grids.GRIDS)}; upgrade ser")
+    if not grids.MIN_BITS <= bits <= grids.MAX_BITS:
+        raise model_file.ModelFileError(f"{path}: layer {name} has {bits} bits, this runtime reads 1 to 8")
+    if codes.size and int(codes.max()) >= grids.n_codes(bits, grid):
+        raise model_file.ModelFileError(f"{path}: layer {name} has a code outside its {bits}-bit {grid} grid; "
+                                        "the file is not a valid model")
+    return dequantize(codes, scales, bits, grid)
 
 
 @dataclass
@@ -58,7 +74,7 @@ class QuantizedModel:
         layers = []
         for spec in header["layers"]:
             name = spec["name"]
-            weight = dequantize(arrays[f"{name}.codes"], arrays[f"{name}.scales"], spec["bits"])
+            weight = _layer_weight(path, spec, arrays[f"{name}.codes"], arrays[f"{name}.scales"])
             layers.append(Layer(weight, arrays.get(f"{name}.bias"), spec["activation"] == "relu"))
         norm = header.get("normalize", {"kind": "global"})
         if norm.get("kind") not in NORMALIZE:

@@ -13,9 +13,14 @@ per-layer scales and biases as float32, and the weights as integer codes packed 
 continuous bit stream. The SHA-256 of everything before it is checked on load, so a truncated
 or corrupted file is refused instead of silently mispredicting.
 
-Version 2 is version 1 plus the ``normalize`` entry. Only files that have one are written as
-version 2, so a runtime from before speaker normalisation refuses a speaker-normalised model
-(instead of running it on unnormalised features) and still reads every other model.
+Each layer names its quantization ``grid`` (``ser.quant.grid``: ``symmetric``, the paper's, or
+``full``); a layer without one is ``symmetric``, as every file from before grids were recorded.
+
+Version 2 is version 1 plus the ``normalize`` entry; version 3 is version 2 plus layers on a
+grid other than ``symmetric``. Each file is written at the lowest version that describes it, so
+a runtime from before speaker normalisation refuses a speaker-normalised model (instead of
+running it on unnormalised features), a runtime from before grids refuses a ``full``-grid model
+(instead of dequantizing its codes on the symmetric grid), and both still read every other model.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from ser.errors import SERError
 from ser.runtime import packing
 
 MAGIC = b"SERQ"
-FORMAT_VERSION = 2  # the newest this runtime writes and reads
-READS = (1, 2)
+FORMAT_VERSION = 3  # the newest this runtime writes and reads
+READS = (1, 2, 3)
 _PREAMBLE = struct.Struct("<4sHI")
 _DIGEST = 32
 
@@ -57,6 +62,13 @@ class Section:
         return packing.pack(self.data.ravel(), self.bits)
 
 
+def version_of(header: dict[str, Any]) -> int:
+    """The lowest format version that describes ``header``: 3 with a non-symmetric grid, 2 with ``normalize``, else 1."""
+    if any(layer.get("grid", "symmetric") != "symmetric" for layer in header.get("layers", [])):
+        return 3
+    return 2 if "normalize" in header else 1
+
+
 def write(path: str | Path, header: dict[str, Any], sections: list[Section]) -> int:
     """Write the file atomically; returns its size in bytes."""
     from ser.io import atomic_path
@@ -69,7 +81,7 @@ def write(path: str | Path, header: dict[str, Any], sections: list[Section]) -> 
         payload.append(blob)
         offset += len(blob)
     header_bytes = json.dumps({**header, "sections": table}, separators=(",", ":")).encode()
-    version = 2 if "normalize" in header else 1
+    version = version_of(header)
     body = _PREAMBLE.pack(MAGIC, version, len(header_bytes)) + header_bytes + b"".join(payload)
     blob = body + hashlib.sha256(body).digest()
     with atomic_path(path) as tmp:

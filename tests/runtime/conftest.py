@@ -43,6 +43,22 @@ def speaker_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
 
 
 @pytest.fixture(scope="session")
+def speaker_laq_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
+    """The same corpus and normalisation with the default LAQ (full grid, recovery), exported from quantized.pt."""
+    run_dir = tmp_path_factory.mktemp("speaker_laq_run")
+    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
+                     f"data.speaker_prior_weight={PRIOR_WEIGHT}", "trainer.max_epochs=3", "quant.fixed_bits=[]",
+                     "quant.recovery_epochs=3", *SMALL_FEATURES, cache_dir=cache_dir, run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export_main([str(run_dir), "-o", str(run_dir / "model.serq")]) == 0
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg.data.cache_dir = str(cache_dir)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    return SpeakerRun(run_dir, run_dir / "model.serq", datamodule)
+
+
+@pytest.fixture(scope="session")
 def global_model(speaker_run, tmp_path_factory) -> Path:
     """The same network written as a globally normalised model (no normalisation entry, no population)."""
     header, arrays = model_file.read(speaker_run.model)

@@ -48,6 +48,80 @@ def test_dequantize_maps_codes_back_to_symmetric_levels():
     assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.25], dtype=np.float32), 1).tolist() == [[-0.25, 0.25]]
 
 
+def test_dequantize_maps_codes_to_the_full_grids_half_integer_levels_per_row():
+    codes = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], dtype=np.uint8)
+    scales = np.array([1.0, 2.0], dtype=np.float32)
+    assert dequantize(codes, scales, 2, "full").tolist() == [[-1.5, -0.5, 0.5, 1.5], [3.0, 1.0, -1.0, -3.0]]
+    assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 1, "full").tolist() == [[-0.25, 0.25]]
+
+
+def test_runtime_dequantizes_with_the_quantizers_own_grid_definition():
+    """One mapping for quantizer, exporter and runtime: ``ser.quant.grid``."""
+    from ser.quant import grid
+
+    rng = np.random.default_rng(0)
+    for name in grid.GRIDS:
+        for bits in range(1, 9):
+            codes = rng.integers(0, grid.n_codes(bits, name), size=(5, 7)).astype(np.uint8)
+            scales = rng.uniform(0.01, 1, size=5).astype(np.float32)
+            np.testing.assert_array_equal(dequantize(codes, scales, bits, name), grid.dequantize(codes, scales, bits, name))
+
+
+def _tiny_model(path, layer: dict, codes, bits=2):
+    """A complete one-layer model file (3 features, 2 classes) with ``layer``'s extra header keys."""
+    from dataclasses import asdict
+
+    from ser.data.feature_config import FeatureConfig
+
+    header = {"classes": ["a", "b"], "features": asdict(FeatureConfig()), "quantizer": {"per_channel": False},
+              "layers": [{"name": "net.0", "shape": [2, 3], "bits": bits, "activation": "none", **layer}]}
+    sections = [Section("feature_mean", np.zeros(3, np.float32)), Section("feature_std", np.ones(3, np.float32)),
+                Section("net.0.scales", np.array([0.5], np.float32)), Section("net.0.codes", codes, bits),
+                Section("net.0.bias", np.zeros(2, np.float32))]
+    model_file.write(path, header, sections)
+    return path
+
+
+def test_a_layer_without_a_grid_is_symmetric_and_a_full_grid_layer_makes_the_file_version_3(tmp_path):
+    from ser.runtime.model import QuantizedModel
+
+    codes = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    old = _tiny_model(tmp_path / "old.serq", {}, codes)
+    full = _tiny_model(tmp_path / "full.serq", {"grid": "full"}, codes)
+    sym = _tiny_model(tmp_path / "sym.serq", {"grid": "symmetric"}, codes)
+    assert QuantizedModel.load(old).layers[0].weight.tolist() == [[-0.5, 0.0, 0.5], [0.5, 0.0, -0.5]]
+    assert QuantizedModel.load(sym).layers[0].weight.tolist() == [[-0.5, 0.0, 0.5], [0.5, 0.0, -0.5]]
+    assert QuantizedModel.load(full).layers[0].weight.tolist() == [[-0.75, -0.25, 0.25], [0.25, -0.25, -0.75]]
+    versions = {p.name: p.read_bytes()[4:6] for p in (old, sym, full)}
+    assert versions == {"old.serq": b"\x01\x00", "sym.serq": b"\x01\x00", "full.serq": b"\x03\x00"}, \
+        "only a non-symmetric grid needs a runtime that knows grids"
+
+
+def test_an_unknown_grid_or_a_code_off_the_grid_is_refused(tmp_path):
+    from ser.runtime.model import QuantizedModel
+
+    codes = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    path = _tiny_model(tmp_path / "nf4.serq", {"grid": "nf4"}, codes)
+    with pytest.raises(ModelFileError, match="grid 'nf4'.*upgrade ser"):
+        QuantizedModel.load(path)
+    path = _tiny_model(tmp_path / "off.serq", {"grid": "symmetric"}, np.array([[0, 1, 3], [2, 1, 0]], dtype=np.uint8))
+    with pytest.raises(ModelFileError, match="outside its 2-bit symmetric grid"):
+        QuantizedModel.load(path)
+
+
+def test_the_runtime_and_the_grid_module_import_without_torch():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'lightning', 'hydra', 'omegaconf', 'scipy'])); "
+            "import ser.quant.grid, ser.runtime.model, ser.runtime.predict; "
+            "assert not any(m.startswith(('torch', 'lightning')) and sys.modules[m] for m in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_only_a_file_with_a_normalisation_entry_is_version_2(tmp_path):
     """Runtimes from before speaker normalisation read version 1 only: they must refuse a speaker model."""
     sections = [Section("scales", np.array([0.5], dtype=np.float32))]
@@ -64,7 +138,7 @@ def test_a_newer_format_version_is_refused(tmp_path):
     path = tmp_path / "m.serq"
     model_file.write(path, {"classes": ["a"]}, [])
     body = bytearray(path.read_bytes()[:-32])
-    body[4:6] = (3).to_bytes(2, "little")
+    body[4:6] = (4).to_bytes(2, "little")
     path.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
-    with pytest.raises(ModelFileError, match="format version 3, this runtime reads versions 1, 2"):
+    with pytest.raises(ModelFileError, match="format version 4, this runtime reads versions 1, 2, 3"):
         model_file.read(path)

@@ -97,6 +97,40 @@ def test_runtime_equals_the_torch_model_given_the_per_speaker_test_statistics_of
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
 
+def test_speaker_laq_run_ships_its_artifact_with_the_population_and_matches_it(speaker_laq_run):
+    """Default LAQ (full grid, recovery) on a speaker-normalised run: export ships quantized.pt, population included."""
+    run, dm = speaker_laq_run, speaker_laq_run.datamodule
+    artifact = torch.load(run.run_dir / "quantized.pt", weights_only=True)
+    results = json.loads((run.run_dir / "results.json").read_text())
+    assert results["laq"].get("recovery") and ExportSource.load(run.run_dir).origin == "quantized.pt"
+    header, arrays = model_file.read(run.model)
+    assert header["normalize"] == {"kind": "speaker", "prior_weight": PRIOR_WEIGHT}
+    assert {l["grid"] for l in header["layers"]} == {"full"}
+    state = artifact["state_dict"]
+    for name in ("feature_mean", "feature_std", "population_mean", "population_std"):
+        np.testing.assert_array_equal(arrays[name], state[name].numpy())
+    model = QuantizedModel.load(run.model)
+    for spec, layer in zip(header["layers"], model.layers):
+        np.testing.assert_array_equal(layer.weight, state[f"{spec['name']}.weight"].numpy())
+        np.testing.assert_array_equal(layer.bias, state[f"{spec['name']}.bias"].numpy())
+
+    net = MLP(dm.n_features, len(dm.classes), hidden=[l.weight.shape[0] for l in model.layers[:-1]])
+    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    x, y = dm.tensors("test")
+    with torch.no_grad():
+        reference = torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), 1).numpy()
+    prepared, test = dm.prepared, dm.prepared.split.test
+    speakers = np.array([prepared.utterances[i].speaker for i in test])
+    ours = np.empty_like(reference)
+    for speaker in set(speakers):
+        rows = np.flatnonzero(speakers == speaker)
+        ours[rows] = model.probabilities(_runtime_features(model, [prepared.utterances[i].path for i in test[rows]]),
+                                         _training_statistics(dm, test[rows]))
+    np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert float(np.mean(ours.argmax(axis=1) == y.numpy())) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
+
+
 def test_enrolment_with_the_models_prior_reproduces_the_training_inputs(speaker_run):
     dm, model = speaker_run.datamodule, QuantizedModel.load(speaker_run.model)
     prepared = dm.prepared
