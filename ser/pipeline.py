@@ -152,6 +152,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
         "classes": datamodule.classes,
         "baseline": {
             "val_acc": float(fitted.val["val/acc"]),
+            "val_uar": float(fitted.val["val/uar"]),
             "test_acc": float(fitted.test["test/acc"]),
             "test_uar": float(fitted.test["test/uar"]),
             "test_f1": float(fitted.test["test/f1"]),

@@ -58,7 +58,8 @@ class Group:
 
 def _metrics(results: dict[str, Any]) -> dict[str, float]:
     """The numbers that are averaged, flattened to ``section/metric`` names."""
-    out = {f"baseline/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar", "size_kb")}
+    out = {f"baseline/{k}": results["baseline"][k] for k in ("val_acc", "val_uar", "test_acc", "test_uar", "size_kb")
+           if k in results["baseline"]}
     out["n_params"] = results["n_params"]
     for row in results.get("fixed", []):
         for k in ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits"):

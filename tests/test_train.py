@@ -72,3 +72,17 @@ def test_lightsernet_learns_the_built_in_corpus_and_laq_quantizes_its_convolutio
     assert sorted(layers) == sorted(["net.paths.0.0", "net.paths.1.0", "net.paths.2.0", "net.blocks.0.0", "net.blocks.1.0",
                                      "net.blocks.2.0", "net.blocks.3.0", "net.blocks.4", "net.classifier"])
     assert all(1 <= b <= 8 for b in layers.values()) and results["laq"]["size_kb"] < results["baseline"]["size_kb"] / 3
+
+
+def test_compact_recipe_trains_a_speaker_normalised_small_mlp(tiny_manifest, cache_dir, tmp_path):
+    proc = run_train("recipe=compact", "data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=3",
+                     "quant=none", cache_dir=cache_dir, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["n_params"] == 360 * 128 + 128 + 128 * 64 + 64 + 64 * 7 + 7
+    assert 0 <= results["baseline"]["val_uar"] <= 1
+    import torch
+
+    checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert checkpoint["hyper_parameters"]["normalize"] == "speaker"
+    assert checkpoint["state_dict"]["population_mean"].shape == (360,)
