@@ -123,5 +123,5 @@ def test_compact_recipe_composes_with_any_experiment(compose_cfg):
     assert cfg.data.split.kind == "kfold" and cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
     assert list(cfg.data.features.stats) == ["mean", "std"] and cfg.data.features.mel_db and not cfg.data.features.deltas
     assert cfg.data.normalize == "speaker" and cfg.data.speaker_prior_weight == 5
-    assert list(cfg.model.net.hidden) == [128, 64] and cfg.model.optimizer._target_ == "torch.optim.AdamW"
+    assert list(cfg.model.net.hidden) == [128, 64] and cfg.model.optimizer._target_ == "torch.optim.Adam"
     assert cfg.model.regularization.label_smoothing == 0.1 and cfg.callbacks.early_stopping.patience == 20
