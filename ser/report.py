@@ -131,7 +131,8 @@ def summarize(group: Group) -> dict[str, tuple[float, float]]:
 
 # Pooled models in table order: what results.json's test_predictions call them, what the tables say.
 POOLED_NAMES = {"baseline": "32-bit baseline", **{f"fixed/{b}": f"{b}-bit fixed" for b in BITS},
-                "laq": "LAQ", "laq_qat": "LAQ + QAT fine-tuning", "greedy": "sensitivity greedy"}
+                "laq_before_recovery": "LAQ before recovery", "laq": "LAQ", "laq_qat": "LAQ + QAT fine-tuning",
+                "greedy": "sensitivity greedy"}
 
 
 @dataclass(frozen=True)
@@ -184,8 +185,9 @@ def _pooled_lines(group: Group, stats: dict[str, tuple[float, float]]) -> list[s
     if not scores:
         return []
     first = next(iter(scores.values()))
-    size_key = {"baseline": "baseline/size_kb", "laq": "laq/size_kb", "greedy": "greedy/size_kb"}
-    bits_key = {"laq": "laq/avg_bits", "greedy": "greedy/avg_bits"}
+    size_key = {"baseline": "baseline/size_kb", "laq": "laq/size_kb", "laq_before_recovery": "laq/size_kb",
+                "greedy": "greedy/size_kb"}
+    bits_key = {"laq": "laq/avg_bits", "laq_before_recovery": "laq/avg_bits", "greedy": "greedy/avg_bits"}
     lines = [f"Pooled over the {first.n} test utterances of {first.jobs} job(s) (per-job mean ± std beside):", "",
              "| model | pooled UAR (%) | pooled WA (%) | UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
              "|---|---:|---:|---:|---:|---:|---:|"]

@@ -146,7 +146,7 @@ def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):
     results = json.loads((sweep_dir / "0" / "results.json").read_text())
     kept = results["test_predictions"]
     assert len(kept["labels"]) == results["n_utterances"]["test"] == len(kept["paths"])
-    assert set(kept["models"]) == {"baseline", "fixed/4", "fixed/1", "laq"}
+    assert set(kept["models"]) == {"baseline", "fixed/4", "fixed/1", "laq_before_recovery", "laq"}
     accuracy = np.mean(np.array(kept["models"]["laq"]) == np.array(kept["labels"]))
     assert accuracy == pytest.approx(results["laq"]["test_acc"])
     assert "Pooled over the " in (sweep_dir / "summary.md").read_text()

@@ -259,18 +259,19 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         def fits(allocation: dict[str, int]) -> float:  # ≤ 1 when every budget is met
             ratios = [0.0]
             if self.target_kb is not None:
-                ratios.append(quantizer.model_size_kb(module, allocation, self.config) / self.target_kb)
+                ratios.append(quantizer.file_size_kb(module, allocation, self.config) / self.target_kb)
             if self.target_bits is not None:
                 ratios.append(quantizer.average_bits(module, allocation) / self.target_bits)
             return max(ratios)
 
         search, met = budget_search(importance, scorer, scorer.baseline, fits, 1.0, self.bit_range, self.fallback)
-        budget = {"target_kb": self.target_kb, "target_bits": self.target_bits, "met": met, "t_margin": search.t_margin}
+        file_kb = quantizer.file_size_kb(module, search.bits, self.config)
+        budget = {"target_kb": self.target_kb, "target_bits": self.target_bits, "met": met, "t_margin": search.t_margin,
+                  "file_kb": file_kb}
         if not met:
             log.warning("LAQ: the size budget (target_kb=%s, target_bits=%s) cannot be met with %s-bit layers; "
-                        "shipping the smallest allocation found: %.1f KB, %.2f bits", self.target_kb, self.target_bits,
-                        min(self.bit_range), quantizer.model_size_kb(module, search.bits, self.config),
-                        quantizer.average_bits(module, search.bits))
+                        "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits", self.target_kb,
+                        self.target_bits, min(self.bit_range), file_kb, quantizer.average_bits(module, search.bits))
         return search, budget
 
     def _laq(self, module, weights, baseline_val, val, test, train, n_classes, train_loader) -> dict[str, Any]:

@@ -198,6 +198,22 @@ def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfi
     return total / 8 / 1000
 
 
+# What an exported model file holds beyond the weights and buffers: its JSON header (feature
+# settings, class names, layer table) and checksum, measured at 1.5-1.8 KB for the models here.
+FILE_OVERHEAD_KB = 2.0
+_FOLDED = (nn.modules.batchnorm._BatchNorm,)  # running statistics a deployed model folds away
+
+
+def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
+    """What a deployed model file needs, in KB: ``model_size_kb`` plus the float32 buffers the
+    model computes with outside its layers (feature standardisation, speaker population
+    statistics) plus ``FILE_OVERHEAD_KB``. Size budgets (``quant.target_kb``) are held to this,
+    because edge users budget the file, not the weights."""
+    folded = {id(b) for m in model.modules() if isinstance(m, _FOLDED) for b in m.buffers(recurse=False)}
+    buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point() and id(b) not in folded)
+    return model_size_kb(model, bits, config) + 4 * buffers / 1000 + FILE_OVERHEAD_KB
+
+
 def average_bits(model: nn.Module, bits: dict[str, int]) -> float:
     """Eq. 6: Σ_l N_P(l)·b(l), with N_P the layer's share of the model's parameters.
 

@@ -49,7 +49,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         if budget:
             verdict = "met" if budget["met"] else "**NOT met** (the smallest allocation found is shipped)"
             lines.append(f"Size budget: target_kb={budget['target_kb']}, target_bits={budget['target_bits']}: {verdict}; "
-                         f"T_margin chosen {budget['t_margin']}.")
+                         f"T_margin chosen {budget['t_margin']}; the model file needs about {budget.get('file_kb', float('nan')):.1f} KB "
+                         "(weights, biases, scales, standardisation and header).")
         recovery = laq.get("recovery")
         if recovery:
             lines.append(f"Recovery: {recovery['epochs']} epochs (lr {recovery['lr']}, distillation weight {recovery['distill']}), "

@@ -142,3 +142,14 @@ def test_restore_brings_biases_back_after_bias_correction():
     assert not torch.equal(model[2].bias, before[3])
     swap.restore()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_file_size_adds_the_standardisation_buffers_and_the_header_to_the_weights():
+    from ser.quant.quantizer import FILE_OVERHEAD_KB, file_size_kb, model_size_kb
+
+    net = nn.Sequential(nn.Linear(10, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net.register_buffer("feature_mean", torch.zeros(10))
+    net.register_buffer("feature_std", torch.ones(10))
+    bits = {"0": 2, "2": 2}
+    # 20 float32 standardisation values; the batch norm's running statistics are folded away.
+    assert file_size_kb(net, bits) == pytest.approx(model_size_kb(net, bits) + 20 * 4 / 1000 + FILE_OVERHEAD_KB)
