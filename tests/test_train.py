@@ -86,3 +86,15 @@ def test_compact_recipe_trains_a_speaker_normalised_small_mlp(tiny_manifest, cac
     checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["normalize"] == "speaker"
     assert checkpoint["state_dict"]["population_mean"].shape == (360,)
+
+
+def test_quantized_artifact_carries_what_deployment_needs(default_run):
+    import torch
+
+    run_dir, results = default_run
+    artifact = torch.load(run_dir / "quantized.pt", weights_only=False)
+    metadata = artifact["metadata"]
+    assert metadata["classes"] == results["classes"] and metadata["n_features"] == 180
+    assert metadata["normalize"] == "global" and metadata["network"] == "ser.models.mlp.MLP"
+    assert metadata["features"]["n_mfcc"] == 40 and metadata["features"]["parts"] == ["mfcc", "chroma", "mel"]
+    assert {name: layer["bits"] for name, layer in artifact["layers"].items()} == {l["name"]: l["bits"] for l in results["laq"]["layers"]}

@@ -121,6 +121,22 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) 
                     log_target=True, reduction="batchmean")
 
 
+def _metadata(module: nn.Module, datamodule: Any) -> dict[str, Any]:
+    """What a deployment needs besides the weights, so the artifact stands alone (no results.json,
+    no .hydra/): class names, input shape, normalisation, feature settings and the network type."""
+    hparams = dict(getattr(module, "hparams", {}))
+    features = getattr(datamodule, "feature_config", None)
+    net = getattr(module, "net", module)
+    return {
+        "classes": list(hparams.get("classes", [])),
+        "n_features": hparams.get("n_features"),
+        "normalize": hparams.get("normalize", "global"),
+        "speaker_prior_weight": float(hparams.get("speaker_prior_weight", 0.0)),
+        "features": features.to_dict() if features is not None else None,
+        "network": f"{type(net).__module__}.{type(net).__qualname__}",
+    }
+
+
 class LayerwiseAdaptiveQuantization(L.Callback):
     """Fixed-bit sweep and/or LAQ search (and recovery) on the best checkpoint, at the end of ``fit``.
 
@@ -208,7 +224,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self.results = self.run(pl_module, val, test, datamodule.train_dataloader)
         self._log(trainer, pl_module)
         save_dir = Path(self.save_dir or trainer.default_root_dir)
-        if self.results.get("laq"):
+        if self.results.get("laq") and self.artifact is not None:
+            self.artifact["metadata"] = _metadata(pl_module, datamodule)
             self.save(save_dir / "quantized.pt")
 
     # -- the work, usable without a Trainer ----------------------------------------------
