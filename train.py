@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from ser import rundir
 from ser.errors import SERError
 from ser.io import write_json
 
@@ -29,7 +30,13 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        results = train(cfg, output_dir)
+        with rundir.claim(output_dir):
+            results = train(cfg, output_dir)
+    except rundir.RunDirectoryBusy as exc:  # the directory is someone else's: write nothing into it
+        log.error("%s", exc)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        sys.exit(1)
     except Exception as exc:
         # failed.json lets `ser report` list the job; other jobs of a sweep carry on.
         user_error = isinstance(exc, SERError)
