@@ -15,6 +15,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -63,10 +64,21 @@ def fit(
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     seconds = time.perf_counter() - start
+    _announce_stop(trainer)
     best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
     (val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     return Fitted(val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None)
+
+
+def _announce_stop(trainer: L.Trainer) -> None:
+    """Say why training ended, so a log ending at "Epoch 10/99" does not look interrupted."""
+    stopper = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+    if stopper is not None and stopper.stopped_epoch:
+        log.info("early stopping after epoch %d of %d: %s did not improve for %d epochs (best %.4f)",
+                 stopper.stopped_epoch + 1, trainer.max_epochs, stopper.monitor, stopper.patience, float(stopper.best_score))
+    else:
+        log.info("trained for %d epochs (the maximum)", trainer.current_epoch)
 
 
 def _logger(output_dir: Path, version: str = "") -> TensorBoardLogger:

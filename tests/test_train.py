@@ -98,3 +98,15 @@ def test_quantized_artifact_carries_what_deployment_needs(default_run):
     assert metadata["normalize"] == "global" and metadata["network"] == "ser.models.mlp.MLP"
     assert metadata["features"]["n_mfcc"] == 40 and metadata["features"]["parts"] == ["mfcc", "chroma", "mel"]
     assert {name: layer["bits"] for name, layer in artifact["layers"].items()} == {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+
+
+def test_the_log_says_why_training_ended_and_counts_flops(tiny_manifest, cache_dir, tmp_path):
+    common = ("data=manifest", f"data.manifest={tiny_manifest}", "quant=none")
+    stopped = run_train(*common, "trainer.max_epochs=60", "callbacks.early_stopping.patience=1",
+                        cache_dir=cache_dir, run_dir=tmp_path / "stopped")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    output = stopped.stdout + stopped.stderr
+    assert "early stopping after epoch" in output and "val/loss did not improve for 1 epochs" in output
+    assert "Total FLOPs: 0" not in output and "Total FLOPs" in output
+    full = run_train(*common, "trainer.max_epochs=2", cache_dir=cache_dir, run_dir=tmp_path / "full")
+    assert "trained for 2 epochs (the maximum)" in full.stdout + full.stderr

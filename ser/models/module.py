@@ -119,6 +119,8 @@ class SERClassifier(L.LightningModule):
         shape = (n_features,) if isinstance(n_features, int) else (n_features[0], 1)
         mean = torch.zeros(shape) if feature_mean is None else torch.as_tensor(feature_mean, dtype=torch.float32)
         std = torch.ones(shape) if feature_std is None else torch.as_tensor(feature_std, dtype=torch.float32)
+        # Lets Lightning's model summary measure input/output sizes and FLOPs (else "Total FLOPs: 0").
+        self.example_input_array = torch.zeros(1, *(shape if len(shape) == 1 else (n_features[0], n_features[1])))
         self.register_buffer("feature_mean", mean)
         self.register_buffer("feature_std", std)
         if speaker_population is not None:

@@ -213,6 +213,17 @@ class LayerwiseAdaptiveQuantization(L.Callback):
 
     # -- Lightning hook -------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fitted = True  # fit finished normally; the work waits for teardown (below)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Quantize once fit has ended and the progress bar has closed (its teardown runs before
+        this one), so the LAQ lines are not printed into a live bar; on rank 0 only under DDP."""
+        if stage != "fit" or not getattr(self, "_fitted", False) or not trainer.is_global_zero:
+            return
+        self._fitted = False
+        self._quantize(trainer, pl_module)
+
+    def _quantize(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if best:
             state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
