@@ -50,6 +50,7 @@ class Fitted:
     test: dict[str, float]
     seconds: float
     best_checkpoint: str | None
+    global_zero: bool = True  # False in the extra processes of a distributed (DDP) run
 
 
 def fit(
@@ -68,7 +69,7 @@ def fit(
     best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
     (val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    return Fitted(val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None)
+    return Fitted(val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None, trainer.is_global_zero)
 
 
 def _announce_stop(trainer: L.Trainer) -> None:
@@ -130,8 +131,8 @@ def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantizat
     }
 
 
-def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
-    """Run the configured experiment and return (and write) its results."""
+def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
+    """Run the configured experiment and return (and write) its results; None in a DDP worker process."""
     output_dir = Path(output_dir)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: SERDataModule = hydra.utils.instantiate(cfg.data)
@@ -154,6 +155,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
     callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
     fitted = fit(cfg, model, datamodule, logger, callbacks)
+    if not fitted.global_zero:  # under DDP only rank 0 reports and writes results
+        return None
 
     n_params = model.n_params()
     results: dict[str, Any] = {

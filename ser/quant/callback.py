@@ -224,6 +224,14 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self._quantize(trainer, pl_module)
 
     def _quantize(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Work on a detached copy of the trained module, so nothing the search, the fixed-width
+        sweep or recovery does can leak into the model the Trainer validates and tests next."""
+        trained = pl_module
+        trained.trainer = None  # a deep copy must not copy the Trainer
+        try:
+            pl_module = copy.deepcopy(trained)
+        finally:
+            trained.trainer = trainer
         best = getattr(trainer.checkpoint_callback, "best_model_path", "")
         if best:
             state = torch.load(best, map_location=pl_module.device, weights_only=True)["state_dict"]
