@@ -6,6 +6,8 @@
     ser predict m.serq a.wav dir/ …         emotions as JSON lines (numpy + soundfile only);
                                             speaker-normalised models also take one of
                                             --speaker s.json | --enroll FILES | --adapt
+    ser listen m.serq [-|a.wav]             live: a JSON line per sliding window (16-bit PCM on stdin)
+    ser cache [--clear]                     where the feature cache is and its size, or clear it
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Sequence
 
 # Imported on demand: `ser predict` must run on a device without torch or matplotlib.
 COMMANDS = {"report": "ser.report", "export": "ser.export", "predict": "ser.runtime.predict",
-            "enroll": "ser.runtime.enroll"}
+            "enroll": "ser.runtime.enroll", "cache": "ser.data.cache", "listen": "ser.runtime.listen"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

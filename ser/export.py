@@ -354,6 +354,21 @@ def write_onnx(source: ExportSource, path: str | Path) -> None:
                           dynamic_shapes=tuple({0: batch} for _ in names), external_data=False, verbose=False)
 
 
+def write_c(source: ExportSource, out_dir: str | Path, serq: str | Path | None = None) -> dict:
+    """The C library of the model: generated from its ``.serq`` file (written first, to a temporary file
+    when ``serq`` is None), so that the C constants are exactly the file's."""
+    import tempfile
+
+    from ser.runtime import c_export
+
+    if serq is not None:
+        return c_export.generate(serq, out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.serq"
+        write_serq(source, path)
+        return c_export.generate(path, out_dir)
+
+
 def _grids(source: ExportSource) -> str:
     names = sorted({layer.grid for layer in source.layers.values()})
     return names[0] if len(names) == 1 else "/".join(names)
@@ -366,9 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--onnx", type=Path, help="also (or only) write an ONNX model: features in (and, for a speaker-normalised run, "
                         "the speaker's mean and std), probabilities out")
     parser.add_argument("--bits", type=int, help="fixed bit-width for every layer instead of the run's LAQ allocation")
+    parser.add_argument("--c", type=Path, metavar="DIR", dest="c_dir",
+                        help="also (or only) write a self-contained C99 library of the model (ser_predict, no heap, "
+                        "libm only) and its CLI into DIR (docs/deploying.md)")
     args = parser.parse_args(argv)
-    if args.output is None and args.onnx is None:
-        parser.error("give -o model.serq and/or --onnx model.onnx")
+    if args.output is None and args.onnx is None and args.c_dir is None:
+        parser.error("give -o model.serq, --onnx model.onnx and/or --c DIR")
     try:
         source = ExportSource.load(args.source, args.bits)
         if args.output is not None:
@@ -379,6 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.onnx is not None:
             write_onnx(source, args.onnx)
             print(f"wrote {args.onnx}")
+        if args.c_dir is not None:
+            write_c(source, args.c_dir, args.output)
+            print(f"wrote {args.c_dir}/: the C library (ser.h, ser.c, ser_model.[ch]) and its CLI (main.c; make)")
     except SERError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
