@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -32,6 +31,7 @@ import soundfile as sf
 from filelock import FileLock
 
 from ser.errors import DataError
+from ser.io import create_temp_dir
 
 EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 
@@ -377,12 +377,12 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
             )
         for stale in root.parent.glob(f".{glob.escape(root.name)}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run; we hold the lock
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+        staging = create_temp_dir(root.parent, prefix=f".{root.name}.", suffix=".tmp")  # umask mode, not 0700
         try:
             _write_corpus(staging, spec)
             if root.exists():
                 # An empty directory, or a corpus of another spec or format: swap it out.
-                retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+                retired = create_temp_dir(root.parent, prefix=f".{root.name}.", suffix=".old")
                 os.replace(root, retired / "corpus")
                 os.replace(staging, root)
                 shutil.rmtree(retired)

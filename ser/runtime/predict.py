@@ -1,7 +1,8 @@
 """``ser predict model.serq a.wav dir/ …``: one JSON line per audio file, numpy only.
 
-Directories are walked for audio files; a file that cannot be used gets an error line and
-the others go on. The exit status is 1 if any file failed, so scripts can notice.
+Directories are walked for audio files; a file that cannot be used (missing, empty, cut
+short, not audio) gets an error line and the others go on. The exit status is 1 if any file
+failed, so scripts can notice, and 2 with a one-line error if the inputs hold no audio at all.
 
 A model trained with ``data.normalize=speaker`` needs the speaker's statistics, from one of
 ``--speaker speaker.json`` (written by ``ser enroll``), ``--enroll FILES`` (the same, computed
@@ -106,8 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SERError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    files = list(audio_files(args.inputs))
+    if not files:
+        suffixes = " ".join(sorted(AUDIO_SUFFIXES))
+        print(f"error: no audio files ({suffixes}) in {', '.join(str(p) for p in args.inputs)}", file=sys.stderr)
+        return 2
     failed = 0
-    for line in predict(model, audio_files(args.inputs), stats, args.adapt):
+    for line in predict(model, files, stats, args.adapt):
         failed += "error" in line
         print(json.dumps(line), flush=True)
     return 1 if failed else 0

@@ -216,3 +216,17 @@ def test_anger_is_louder_and_higher_pitched_than_sadness(tmp_path):
 def test_spec_with_impossible_durations_is_a_data_error():
     with pytest.raises(DataError, match="min_duration_s"):
         synthetic.SyntheticSpec(min_duration_s=2.0, max_duration_s=1.0)
+
+
+def test_corpus_directories_and_files_get_the_umasks_modes(tmp_path):
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        root = synthetic.generate(tmp_path / "corpus", synthetic.SyntheticSpec(speakers=1, per_speaker_per_emotion=1)).parent
+    finally:
+        os.umask(previous)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(root) == 0o755, "the staging directory renamed into place"
+    assert {mode(p) for p in root.rglob("*") if p.is_dir()} == {0o755}
+    assert {mode(p) for p in root.rglob("*") if p.is_file()} == {0o644}
