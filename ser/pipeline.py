@@ -25,6 +25,7 @@ from ser.models.module import SERClassifier
 from ser.quant.evaluation import SplitTensors, predict
 from ser.quant.quantizer import model_size_kb
 from ser.quant.report import accuracy_vs_bits_figure, render_markdown
+from ser.transfer.batches import GraphDataModule
 from ser.transfer.nsl import teach
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,12 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
     datamodule: SERDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     datamodule.save_splits(output_dir / "splits")
-    transfer = None
+    transfer, training_data = None, datamodule
     if cfg.get("transfer"):
         teacher_fit = partial(fit, cfg, logger=_logger(output_dir, "teacher"),
                               callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints"))
-        transfer = teach(cfg.transfer, datamodule, teacher_fit)
+        graph, transfer = teach(cfg.transfer, datamodule, teacher_fit)
+        training_data = GraphDataModule(datamodule, graph)
     mean, std = datamodule.standardization()
     population = datamodule.prepared.population
     speaker = {} if population is None else {
@@ -154,7 +156,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
     logger = _logger(output_dir)
     quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
     callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
-    fitted = fit(cfg, model, datamodule, logger, callbacks)
+    fitted = fit(cfg, model, training_data, logger, callbacks)
     if not fitted.global_zero:  # under DDP only rank 0 reports and writes results
         return None
 

@@ -28,7 +28,6 @@ from ser.data.features import FeatureConfig
 from ser.data.problems import Problems
 from ser.data.splits import SplitConfig
 from ser.errors import DataError
-from ser.transfer.graph import Graph
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +111,6 @@ class SERDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.speaker_prior_weight = float(speaker_prior_weight)
         self.data: Prepared | None = None
-        # Set by knowledge transfer (ser.transfer): training batches then carry each
-        # utterance's graph neighbours and edge weights.
-        self.graph: Graph | None = None
 
     def _load(self, corpus: str, root: str | None, manifest: str | None) -> list[Utterance]:
         if corpus == "synthetic":
@@ -228,38 +224,16 @@ class SERDataModule(L.LightningDataModule):
     def save_splits(self, directory: str | Path) -> None:
         splits.save_split(self.prepared.split, self.prepared.utterances, directory)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        """A DataLoader with this datamodule's batch size and workers (``ser.transfer`` builds its own datasets)."""
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        x, y = self.tensors("train")
-        if self.graph is None:
-            return self._loader(TensorDataset(x, y), shuffle=True)
-        if len(self.graph.neighbors) != len(x):
-            raise DataError(f"the graph has {len(self.graph.neighbors)} rows for {len(x)} training utterances")
-        return self._loader(WithNeighbours(x, y, self.graph), shuffle=True)
+        return self.loader(TensorDataset(*self.tensors("train")), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(TensorDataset(*self.tensors("val")), shuffle=False)
+        return self.loader(TensorDataset(*self.tensors("val")), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(TensorDataset(*self.tensors("test")), shuffle=False)
+        return self.loader(TensorDataset(*self.tensors("test")), shuffle=False)
 
-
-class WithNeighbours(Dataset):
-    """(features, label, neighbours' features (k, ...), edge weights (k,)) per training utterance.
-
-    Neighbours are looked up per item rather than copied k times up front, so memory stays
-    that of the features. A missing edge (index -1) points at row 0 with weight 0.
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, graph: Graph) -> None:
-        self.x, self.y = x, y
-        self.neighbors = torch.from_numpy(graph.neighbors).clamp_min(0)
-        self.weights = torch.from_numpy(graph.weights)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        return self.x[i], self.y[i], self.x[self.neighbors[i]], self.weights[i]

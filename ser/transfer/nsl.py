@@ -28,7 +28,7 @@ from ser.data.extraction import load_features
 from ser.data.problems import Problems
 from ser.errors import DataError
 from ser.models.module import SERClassifier
-from ser.transfer.graph import chance_agreement, knn_graph
+from ser.transfer.graph import Graph, chance_agreement, knn_graph
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,10 @@ def teach(
     cfg: DictConfig,
     target: SERDataModule,
     fit: Callable[[SERClassifier, SERDataModule], Any],
-) -> dict[str, Any]:
-    """Train the teacher on ``cfg.source``, build the graph over ``target``'s training split and
-    attach it to ``target``; return what happened, for results.json.
+) -> tuple[Graph, dict[str, Any]]:
+    """Train the teacher on ``cfg.source`` and build the graph over ``target``'s training split;
+    return the graph (``batches.GraphDataModule`` trains the student with it) and what happened,
+    for results.json.
 
     ``fit(model, datamodule)`` trains and leaves the best checkpoint loaded (``pipeline.fit``).
     """
@@ -89,7 +90,6 @@ def teach(
     with torch.no_grad():
         embeddings = teacher.embed(inputs["train"]).numpy()
     graph = knn_graph(embeddings, int(cfg.k), cfg.get("threshold"))
-    target.graph = graph
     labels = target.prepared.labels[target.prepared.split.train]
     summary = {
         "source": source.corpus,
@@ -117,4 +117,4 @@ def teach(
         summary["teacher"]["source_test_acc"], source.corpus, len(labels), target.corpus, graph.n_edges,
         summary["graph"]["label_agreement"], summary["graph"]["chance_agreement"],
     )
-    return summary
+    return graph, summary

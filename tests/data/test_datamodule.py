@@ -107,24 +107,6 @@ def test_frame_sequences_are_standardised_per_channel_over_utterances_and_time(t
     np.testing.assert_allclose(std[:, 0], train.permute(1, 0, 2).reshape(13, -1).std(1, unbiased=False), rtol=1e-5)
 
 
-def test_with_a_graph_training_batches_carry_each_utterances_neighbours(tiny_manifest, cache_dir):
-    from ser.transfer.graph import Graph
-
-    dm = _module(tiny_manifest, cache_dir, batch_size=70)
-    x = dm.tensors("train")[0]
-    n = len(x)
-    neighbors = np.stack([(np.arange(n) + 1) % n, np.full(n, -1)], axis=1)
-    dm.graph = Graph(neighbors, np.tile(np.float32([0.9, 0.0]), (n, 1)))
-    batch_x, _, batch_neighbors, weights = next(iter(dm.train_dataloader()))
-    assert batch_neighbors.shape == (70, 2, 65) and weights.shape == (70, 2)
-    rows = [int(torch.nonzero((x == row).all(dim=1))[0]) for row in batch_x[:5]]
-    for i, row in enumerate(rows):
-        torch.testing.assert_close(batch_neighbors[i, 0], x[(row + 1) % n])
-    assert weights[:, 1].eq(0).all(), "a missing edge has weight 0"
-    x_val, _ = next(iter(dm.val_dataloader()))
-    assert x_val.shape[1:] == (65,), "only training batches carry neighbours"
-
-
 def test_speaker_normalisation_zscores_each_speaker_within_each_part(tiny_manifest, cache_dir):
     dm = _module(tiny_manifest, cache_dir, normalize="speaker")
     prepared = dm.prepared
