@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from ser.errors import SERError  # noqa: E402
 from ser.io import atomic_path, write_text  # noqa: E402
 
 REPLICATE_KEYS = ("seed", "data.split.fold")
@@ -367,7 +368,7 @@ def report(root: str | Path, replicate_keys: Sequence[str] = REPLICATE_KEYS) -> 
     root = Path(root)
     jobs = find_jobs(root)
     if not jobs:
-        raise SystemExit(f"error: no Hydra jobs (.hydra/overrides.yaml) under {root}; pass a multirun directory")
+        raise SERError(f"{root}: no Hydra jobs (.hydra/overrides.yaml) under it; pass a multirun directory")
     groups = group_jobs(jobs, replicate_keys)
     markdown = render_markdown(root, groups)
     write_text(root / "summary.md", markdown)
@@ -387,7 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--over", default=",".join(REPLICATE_KEYS),
                         help="comma-separated overrides to average over (default: %(default)s)")
     args = parser.parse_args(argv)
-    groups = report(args.multirun_dir, [k for k in args.over.split(",") if k])
+    try:
+        groups = report(args.multirun_dir, [k for k in args.over.split(",") if k])
+    except SERError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failed = sum(j.results is None for g in groups for j in g.jobs)
     print((args.multirun_dir / "summary.md").read_text())
     print(f"wrote {args.multirun_dir / 'summary.md'}, summary.csv, accuracy_vs_bits.png, accuracy_by_group.png, "

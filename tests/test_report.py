@@ -150,3 +150,9 @@ def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):
     accuracy = np.mean(np.array(kept["models"]["laq"]) == np.array(kept["labels"]))
     assert accuracy == pytest.approx(results["laq"]["test_acc"])
     assert "Pooled over the " in (sweep_dir / "summary.md").read_text()
+
+
+def test_a_directory_without_jobs_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ser.report", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: {tmp_path}: no Hydra jobs (.hydra/overrides.yaml) under it; pass a multirun directory"

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
+from ser.errors import SERError
 from ser.io import atomic_path
 from ser.quant import quantizer
 from ser.quant.evaluation import SplitTensors, accuracy, logits, predict, scores
@@ -176,13 +177,13 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         save_dir: str | None = None,
     ) -> None:
         if not quantizer.MIN_BITS <= min_bits <= max_bits <= quantizer.MAX_BITS:
-            raise ValueError(f"quant bit range {min_bits}..{max_bits} must lie within 1..8")
+            raise SERError(f"quant.min_bits..quant.max_bits = {min_bits}..{max_bits} must lie within 1..8")
         if not 0.0 <= fidelity_weight <= 1.0:
-            raise ValueError(f"quant.fidelity_weight must be in [0, 1], got {fidelity_weight}")
+            raise SERError(f"quant.fidelity_weight must be in [0, 1], got {fidelity_weight}")
         if fallback not in ("max", "best"):
-            raise ValueError(f"quant.fallback must be 'max' or 'best', got {fallback!r}")
+            raise SERError(f"quant.fallback must be 'max' or 'best', got {fallback!r}")
         if not 0.0 <= recovery_distill <= 1.0:
-            raise ValueError(f"quant.recovery_distill must be in [0, 1], got {recovery_distill}")
+            raise SERError(f"quant.recovery_distill must be in [0, 1], got {recovery_distill}")
         self.fixed_bits = sorted((int(b) for b in fixed_bits), reverse=True)
         self.laq = laq
         self.t_margin = float(t_margin)

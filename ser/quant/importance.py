@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ser.errors import SERError
 from ser.quant.quantizer import quantizable_layers
 
 MODEL_BITS = 32
@@ -59,7 +60,7 @@ def weight_entropy(weight: torch.Tensor, bins: int = 256) -> float:
 def layer_importance(model: nn.Module, weights: ImportanceWeights = ImportanceWeights(), bins: int = 256) -> list[LayerImportance]:
     """Importance of every Linear/Conv layer of ``model``, in definition order."""
     if not 2 <= bins <= 2**MODEL_BITS:
-        raise ValueError(f"entropy bins must be in 2..2^32, got {bins}")
+        raise SERError(f"quant.entropy_bins={bins} must be in 2..2^32")
     layers = quantizable_layers(model)
     total = sum(p.numel() for p in model.parameters())
     variances = {name: float(layer.weight.detach().double().var(unbiased=False)) for name, layer in layers.items()}

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ser.errors import SERError
 from ser.quant import grid as grids
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
@@ -52,9 +53,9 @@ class QuantizerConfig:
 
     def __post_init__(self) -> None:
         if self.grid not in grids.GRIDS:
-            raise ValueError(f"quant grid must be one of {grids.GRIDS}, got {self.grid!r}")
+            raise SERError(f"quant.grid={self.grid!r} is not one of {', '.join(grids.GRIDS)}")
         if self.scale not in SCALES:
-            raise ValueError(f"quant scale must be one of {SCALES}, got {self.scale!r}")
+            raise SERError(f"quant.scale={self.scale!r} is not one of {', '.join(SCALES)}")
 
     def as_dict(self) -> dict:
         return {"per_channel": self.per_channel, "mse_clip": self.mse_clip, "grid": self.grid, "scale": self.scale}

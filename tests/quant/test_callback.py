@@ -145,3 +145,12 @@ def test_bias_correction_and_fallback_leave_the_model_unchanged():
     results = LayerwiseAdaptiveQuantization(bias_correction=True, fallback="best", t_margin=0.0).run(net, val, test, _loader(val))
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert results["laq"]["quantizer"]["bias_correction"] is True
+
+
+@pytest.mark.parametrize("settings, option", [({"min_bits": 0}, "quant.min_bits"), ({"fidelity_weight": 2.0}, "quant.fidelity_weight"),
+                                              ({"fallback": "min"}, "quant.fallback"), ({"grid": "log"}, "quant.grid")])
+def test_config_mistakes_are_ser_errors_naming_the_option(settings, option):
+    from ser.errors import SERError
+
+    with pytest.raises(SERError, match=option.replace(".", r"\.")):
+        LayerwiseAdaptiveQuantization(**settings)
