@@ -8,6 +8,11 @@ float weights, and every weight the ``.serq`` file and the ONNX graph hold is
 ``ser.quant.grid.dequantize`` of them, so the deployed model predicts what ``results.json``'s
 ``laq`` row measured.
 
+Light-SERNet runs export as a graph of operations (``ser.runtime.model``): each batch norm is
+folded into the convolution before it as a per-output-channel scale and shift applied to the
+output of the convolution with the *dequantized* weight (the quantized codes stay as LAQ chose
+them), so the deployed network computes what the fake-quantized torch model computes.
+
 ``--bits N`` quantizes the best checkpoint at one width for every layer, with the run's
 quantizer settings (``quantized.pt``'s ``quantizer``, else the ``quant`` section of
 ``.hydra/config.yaml``) through ``ser.quant.quantizer.quantize_tensor``. Runs without a
@@ -34,13 +39,15 @@ from torch import nn
 from ser.errors import SERError
 from ser.models.mlp import MLP
 from ser.quant import grid as grids
-from ser.quant.quantizer import QuantizerConfig, quantize_tensor
+from ser.quant.quantizer import QuantizerConfig, quantizable_layers, quantize_tensor
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
 
 log = logging.getLogger(__name__)
 
 MLP_TARGET = "ser.models.mlp.MLP"
+LIGHTSERNET_TARGET = "ser.models.lightsernet.LightSERNet"
+TARGETS = (MLP_TARGET, LIGHTSERNET_TARGET)
 ARTIFACT = "quantized.pt"
 ARTIFACT_FORMAT = "ser-quant-v2"  # ser.quant.callback.FORMAT (not imported: that pulls in Lightning)
 LEGACY_FORMATS = ("ser-fakequant-v1",)  # weights only, no codes: treated as absent
@@ -70,6 +77,20 @@ class ExportLayer:
 
 
 @dataclass
+class ExportGraph:
+    """A network other than the MLP as the ``.serq`` header's ``network``: ops on named tensors, and the
+    float32 per-channel arrays (folded batch norm, biases) they name."""
+
+    input: list[int]  # one utterance's features: (channels, frames)
+    ops: list[dict]
+    arrays: dict[str, np.ndarray]
+    output: str = "logits"
+
+    def header(self) -> dict:
+        return {"kind": "graph", "input": list(self.input), "output": self.output, "ops": self.ops}
+
+
+@dataclass
 class ExportSource:
     """A finished run, ready to export: its metadata, statistics and quantized layers.
 
@@ -87,6 +108,8 @@ class ExportSource:
     normalize: str = "global"  # "speaker": inputs are z-scored per speaker first (data.normalize=speaker)
     prior_weight: float = 0.0  # speaker only: pseudo-recordings of the population in a speaker's estimate
     origin: str = "checkpoint"
+    graph: ExportGraph | None = None  # None: the MLP of ``layers``
+    network: str = MLP_TARGET
 
     @property
     def layer_names(self) -> list[str]:
@@ -114,8 +137,10 @@ class ExportSource:
             raise SERError(f"{source}: not a training run (expected {checkpoint} and {config_file}); pass a run "
                            "directory written by train.py or its checkpoints/best.ckpt")
         cfg = OmegaConf.load(config_file)
-        if cfg.model.net.get("_target_") != MLP_TARGET:
-            raise SERError(f"{source}: export supports the MLP ({MLP_TARGET}); this run used {cfg.model.net.get('_target_')}")
+        target = cfg.model.net.get("_target_")
+        if target not in TARGETS:
+            raise SERError(f"{source}: export supports the MLP ({MLP_TARGET}) and Light-SERNet ({LIGHTSERNET_TARGET}); "
+                           f"this run used {target}")
         if bits is not None and not 1 <= bits <= 8:
             raise SERError(f"bit-widths must be 1..8, got [{bits}]")
 
@@ -126,7 +151,14 @@ class ExportSource:
         else:
             state = ckpt["state_dict"]
             origin = "checkpoint"
-        names = _layer_names(state)
+        features = OmegaConf.to_container(cfg.data.features, resolve=True)
+        classes, normalize, prior_weight = _metadata(ckpt, checkpoint, state, results, cfg, run_dir)
+        net = None
+        if target == MLP_TARGET:
+            names = _layer_names(state)
+        else:
+            net = _network(cfg, ckpt, artifact, features, classes, state, run_dir)
+            names = [f"net.{name}" for name in quantizable_layers(net)]
         if artifact is not None:
             quantizer = _config(artifact.get("quantizer") or {})
         else:
@@ -161,10 +193,9 @@ class ExportSource:
                             "the checkpoint's biases", run_dir)
             layers = {name: _quantize(name, state, allocation[name], quantizer) for name in names}
 
-        features = OmegaConf.to_container(cfg.data.features, resolve=True)
-        classes, normalize, prior_weight = _metadata(ckpt, checkpoint, state, results, cfg, run_dir)
+        graph = None if net is None else _lightsernet_graph(net, layers, features)
         return cls(run_dir, checkpoint if checkpoint.is_file() else None, state, classes, features, layers, quantizer,
-                   normalize, prior_weight, origin)
+                   normalize, prior_weight, origin, graph, target)
 
 
 def _results(run_dir: Path) -> dict | None:
@@ -199,6 +230,138 @@ def _is_best(checkpoint: Path, run_dir: Path, results: dict | None) -> bool:
 def _layer_names(state: dict[str, torch.Tensor]) -> list[str]:
     return sorted({k[: -len(".weight")] for k in state if k.startswith("net.") and k.endswith(".weight")},
                   key=lambda n: int(n.split(".")[1]))
+
+
+def _network(cfg, ckpt: dict | None, artifact: dict | None, features: dict, classes: list[str],
+             state: dict[str, torch.Tensor], run_dir: Path) -> nn.Module:
+    """The run's network (``model.net`` of its config) holding ``state``'s weights, in eval mode."""
+    import hydra
+
+    from ser.data.feature_config import FeatureConfig
+
+    n_features = (ckpt or {}).get("hyper_parameters", {}).get("n_features") \
+        or ((artifact or {}).get("metadata") or {}).get("n_features") or list(FeatureConfig(**features).shape)
+    try:
+        net = hydra.utils.instantiate(cfg.model.net)(n_features, len(classes))
+        net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    except (RuntimeError, TypeError, ValueError, SERError) as exc:
+        raise SERError(f"{run_dir}: the network of its config does not hold its weights "
+                       f"({str(exc).splitlines()[0]}); train the run again") from exc
+    return net.eval()
+
+
+def _fold(bias: np.ndarray | None, bn: nn.BatchNorm2d | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-output-channel (scale, shift) with conv(x, W_q)·scale + shift = BN(conv(x, W_q) + b) (eval mode),
+    ``b`` the convolution's shipped bias.
+
+    scale = γ/√(σ² + ε), shift = β + (b − μ)·scale, in float64 then float32; without a batch
+    norm, (None, b). The quantized weight is left alone: the scale multiplies the output.
+    """
+    if bn is None:
+        return None, None if bias is None else bias.astype(np.float32)
+    if not bn.track_running_stats or bn.running_mean is None:
+        raise SERError("a batch norm without running statistics cannot be folded")
+    bias = None if bias is None else bias.astype(np.float64)
+    mean, var = bn.running_mean.double().numpy(), bn.running_var.double().numpy()
+    gamma = bn.weight.detach().double().numpy() if bn.affine else np.ones_like(mean)
+    beta = bn.bias.detach().double().numpy() if bn.affine else np.zeros_like(mean)
+    scale = gamma / np.sqrt(var + bn.eps)
+    shift = beta + ((0.0 if bias is None else bias) - mean) * scale
+    return scale.astype(np.float32), shift.astype(np.float32)
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+class _GraphBuilder:
+    """Turns a module tree of Conv2d/BatchNorm2d/ReLU/AvgPool2d/Dropout into ops on named tensors."""
+
+    def __init__(self, layers: dict[str, ExportLayer]):
+        self.layers, self.ops, self.arrays = layers, [], {}
+
+    def add(self, op: str, inputs: list[str], out: str, **fields) -> str:
+        """One op; ``in`` is left out when it is the previous op's output alone, and ``out`` is dropped
+        afterwards (``compact``) where no later op names it."""
+        entry = {"op": op, **({} if self.ops and inputs == [self.ops[-1]["out"]] else {"in": inputs}), "out": out, **fields}
+        self.ops.append(entry)
+        return out
+
+    def compact(self) -> list[dict]:
+        named = {name for op in self.ops for name in op.get("in", [])}
+        return [op if op["out"] in named or i == len(self.ops) - 1 else {k: v for k, v in op.items() if k != "out"}
+                for i, op in enumerate(self.ops)]
+
+    def sequence(self, module: nn.Module, x: str, prefix: str) -> str:
+        children = list(module.named_children()) if isinstance(module, nn.Sequential) else [("", module)]
+        i = 0
+        while i < len(children):
+            name, child = children[i]
+            full = f"{prefix}.{name}" if name else prefix
+            if isinstance(child, nn.Sequential):
+                x = self.sequence(child, x, full)
+            elif isinstance(child, nn.Conv2d):
+                bn = children[i + 1][1] if i + 1 < len(children) and isinstance(children[i + 1][1], nn.BatchNorm2d) else None
+                x = self.conv(child, bn, x, full, f"{prefix}.{children[i + 1][0]}" if bn is not None else None)
+                i += bn is not None
+            elif isinstance(child, nn.ReLU):
+                x = self.add("relu", [x], f"{full}.relu")
+            elif isinstance(child, nn.AvgPool2d):
+                kernel, stride, padding = (_pair(v) for v in (child.kernel_size, child.stride or child.kernel_size, child.padding))
+                if padding != (0, 0) or child.divisor_override:
+                    raise SERError(f"{full}: average pooling with padding or a divisor override cannot be exported")
+                x = self.add("avgpool2d", [x], full, kernel=list(kernel), stride=list(stride), ceil_mode=bool(child.ceil_mode))
+            elif isinstance(child, (nn.Dropout, nn.Identity)):
+                pass  # inference: nothing
+            else:
+                raise SERError(f"{full}: {type(child).__name__} cannot be exported")
+            i += 1
+        return x
+
+    def conv(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, x: str, name: str, bn_name: str | None) -> str:
+        if name not in self.layers:
+            raise SERError(f"{name}: a convolution that was not quantized cannot be exported")
+        kernel = tuple(conv.kernel_size)
+        same = conv.padding == "same" or tuple(conv.padding) == tuple((k - 1) // 2 for k in kernel) and all(k % 2 for k in kernel)
+        if (tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or conv.groups != 1 or not same
+                or conv.padding_mode != "zeros"):
+            raise SERError(f"{name}: only stride-1, undilated, ungrouped convolutions with 'same' zero padding export")
+        scale, shift = _fold(self.layers[name].bias, bn)
+        fields = {"layer": name, "kernel": list(kernel), "padding": "same"}  # stride 1
+        where = bn_name or name
+        if scale is not None:
+            fields["scale"] = f"{where}.scale"
+            self.arrays[fields["scale"]] = scale
+        if shift is not None:
+            fields["shift"] = f"{where}.shift" if bn is not None else f"{name}.bias"
+            self.arrays[fields["shift"]] = shift
+        return self.add("conv2d", [x], name, **fields)
+
+    def linear(self, name: str, x: str, out: str) -> str:
+        layer = self.layers[name]
+        fields = {"layer": name}
+        if layer.bias is not None:
+            fields["bias"] = f"{name}.bias"
+            self.arrays[fields["bias"]] = layer.bias.astype(np.float32)
+        return self.add("linear", [x], out, **fields)
+
+
+def _lightsernet_graph(net: nn.Module, layers: dict[str, ExportLayer], features: dict) -> ExportGraph:
+    """Light-SERNet (``ser.models.lightsernet``) as ops: the (coefficients, frames) input turned into a
+    (frames, coefficients) image, three parallel paths, their concatenation, the blocks, global average
+    pooling and the classifier (dropout is the identity at inference)."""
+    from ser.data.feature_config import FeatureConfig
+
+    g = _GraphBuilder(layers)
+    image = g.add("unsqueeze", [g.add("transpose", ["input"], "frames", perm=[0, 2, 1])], "image", axis=1)
+    paths = [g.sequence(path, image, f"net.paths.{i}") for i, path in enumerate(net.paths)]
+    x = g.sequence(net.blocks, g.add("concat", paths, "net.paths", axis=1), "net.blocks")
+    x = g.add("mean", [x], "net.pool", axes=[2, 3])
+    g.linear("net.classifier", x, "logits")
+    used = {op["layer"] for op in g.ops if "layer" in op}
+    if used != set(layers):
+        raise SERError(f"the exported graph uses layers {sorted(used)}, the network quantized {sorted(layers)}")
+    return ExportGraph(list(FeatureConfig(**features).shape), g.compact(), g.arrays)
 
 
 def _config(quant: dict) -> QuantizerConfig:
@@ -275,7 +438,11 @@ def theoretical_bytes(source: ExportSource) -> float:
     """What the model must store: weights at their bits, float32 biases, scales and standardisation
     (and, for a speaker-normalised model, the population's statistics)."""
     statistics = 2 if source.normalize == "global" else 4  # standardisation (+ population for speaker models)
-    total_bits = sum(layer.stored_bits() for layer in source.layers.values())
+    if source.graph is None:
+        total_bits = sum(layer.stored_bits() for layer in source.layers.values())
+    else:  # conv biases are folded into the shifts: the graph's arrays hold every float32 per-channel number
+        total_bits = sum(l.codes.size * l.bits + 32 * l.scales.size for l in source.layers.values())
+        total_bits += 32 * sum(a.size for a in source.graph.arrays.values())
     return (total_bits + 32 * statistics * source.state["feature_mean"].numel()) / 8
 
 
@@ -287,12 +454,18 @@ def write_serq(source: ExportSource, path: str | Path) -> int:
                      Section("population_std", source.state["population_std"].numpy())]
     for i, layer in enumerate(source.layers.values()):
         sections += [Section(f"{layer.name}.scales", layer.scales), Section(f"{layer.name}.codes", layer.codes, layer.bits)]
+        if source.graph is not None:  # biases and batch norm live in the graph's arrays
+            layers.append({"name": layer.name, "shape": list(layer.shape), "bits": layer.bits, "grid": layer.grid})
+            continue
         if layer.bias is not None:
             sections.append(Section(f"{layer.name}.bias", layer.bias))
         layers.append({"name": layer.name, "shape": list(layer.shape), "bits": layer.bits, "grid": layer.grid,
                        "activation": "relu" if i < len(source.layers) - 1 else "none"})
     header = {"classes": source.classes, "features": source.features, "layers": layers,
               "quantizer": {"per_channel": source.quantizer.per_channel}}
+    if source.graph is not None:
+        header["network"] = source.graph.header()
+        sections += [Section(name, array) for name, array in source.graph.arrays.items()]
     if source.normalize == "speaker":  # global models keep the header they always had
         header["normalize"] = {"kind": "speaker", "prior_weight": source.prior_weight}
     return model_file.write(path, header, sections)
@@ -329,8 +502,69 @@ class _Deployed(nn.Module):
         return torch.softmax(self.net((features - self.mean) / self.std), dim=1)
 
 
+class _DeployedGraph(nn.Module):
+    """[Speaker z-score →] standardise → the ``.serq`` graph's ops in torch → softmax, for ONNX.
+
+    Built from the same ops, dequantized weights and float32 arrays as the ``.serq`` file; each
+    convolution runs with the dequantized weight and then the folded batch norm's scale and shift.
+    """
+
+    def __init__(self, source: ExportSource):
+        super().__init__()
+        self.speaker = source.normalize == "speaker"
+        self.register_buffer("mean", source.state["feature_mean"].clone().float())
+        self.register_buffer("std", source.state["feature_std"].clone().float())
+        self.ops = source.graph.ops
+        self.output = source.graph.output
+        self._names: dict[str, str] = {}
+        values = {**{name: layer.weight() for name, layer in source.layers.items()}, **source.graph.arrays}
+        for i, (name, value) in enumerate(values.items()):
+            key = f"t{i}"  # buffers under plain names (layer names hold dots)
+            self.register_buffer(key, torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)))
+            self._names[name] = key
+
+    def _t(self, name: str) -> torch.Tensor:
+        return getattr(self, self._names[name])
+
+    def forward(self, features: torch.Tensor, speaker_mean: torch.Tensor | None = None,
+                speaker_std: torch.Tensor | None = None) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        if self.speaker:
+            features = (features - speaker_mean) / speaker_std
+        tensors = {"input": (features - self.mean) / self.std}
+        y = tensors["input"]
+        for op in self.ops:
+            args = [tensors[name] for name in op["in"]] if "in" in op else [y]
+            kind, x = op["op"], args[0]
+            if kind == "transpose":
+                y = x.permute(*op["perm"])
+            elif kind == "unsqueeze":
+                y = x.unsqueeze(op["axis"])
+            elif kind == "conv2d":
+                y = F.conv2d(x, self._t(op["layer"]), padding="same")
+                if op.get("scale"):
+                    y = y * self._t(op["scale"])[None, :, None, None]
+                if op.get("shift"):
+                    y = y + self._t(op["shift"])[None, :, None, None]
+            elif kind == "relu":
+                y = torch.relu(x)
+            elif kind == "avgpool2d":
+                y = F.avg_pool2d(x, op["kernel"], op["stride"], ceil_mode=op["ceil_mode"])
+            elif kind == "concat":
+                y = torch.cat(args, dim=op["axis"])
+            elif kind == "mean":
+                y = x.mean(dim=tuple(op["axes"]))
+            else:  # linear
+                y = F.linear(x, self._t(op["layer"]), self._t(op["bias"]) if op.get("bias") else None)
+            if "out" in op:
+                tensors[op["out"]] = y
+        return torch.softmax(tensors[self.output], dim=1)
+
+
 def onnx_inputs(source: ExportSource) -> list[str]:
-    """The ONNX graph's inputs, each of shape (batch, features)."""
+    """The ONNX graph's inputs, each of shape (batch, features), or (batch, channels, frames) and
+    (batch, channels, 1) for the speaker's statistics of a frame-sequence model."""
     return ["features", "speaker_mean", "speaker_std"] if source.normalize == "speaker" else ["features"]
 
 
@@ -344,10 +578,14 @@ def write_onnx(source: ExportSource, path: str | Path) -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
     # Speaker models: all three inputs share the batch axis, which the exporter remarks on.
     warnings.filterwarnings("ignore", message=r".*axis name: batch will not be used")
-    model = _Deployed(source).eval()
+    model = (_Deployed(source) if source.graph is None else _DeployedGraph(source)).eval()
     names = onnx_inputs(source)
     dim = source.state["feature_mean"].numel()
-    dummy = tuple((torch.ones if name == "speaker_std" else torch.zeros)(2, dim) for name in names)
+    if source.graph is None:
+        shapes = {name: (2, dim) for name in names}
+    else:  # frames are fixed by the feature settings (the graph's pooling sizes follow them)
+        shapes = {"features": (2, *source.graph.input), "speaker_mean": (2, dim, 1), "speaker_std": (2, dim, 1)}
+    dummy = tuple((torch.ones if name == "speaker_std" else torch.zeros)(*shapes[name]) for name in names)
     batch = torch.export.Dim("batch")
     with atomic_path(path) as tmp:
         torch.onnx.export(model, dummy, str(tmp), input_names=names, output_names=["probabilities"],
@@ -389,6 +627,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give -o model.serq, --onnx model.onnx and/or --c DIR")
     try:
         source = ExportSource.load(args.source, args.bits)
+        if args.c_dir is not None and source.graph is not None:
+            raise SERError(f"{args.source}: the C runtime runs the MLP only, this run is {source.network.rsplit('.', 1)[-1]}; "
+                           "export it with -o model.serq (numpy runtime) or --onnx")
         if args.output is not None:
             size = write_serq(source, args.output)
             print(f"wrote {args.output}: {size} bytes ({size / 1000:.1f} KB; weights, biases, scales and "

@@ -20,6 +20,8 @@ from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, quantize_tens
 from ser.runtime import model_file
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
+from tests.conftest import run_train
+from tests.test_train import SMALL_LIGHTSERNET  # small widths, 64 frames
 
 
 @pytest.fixture(scope="module")
@@ -276,17 +278,17 @@ def test_export_of_a_directory_that_is_not_a_run_is_a_one_line_error(tmp_path, c
     assert err.count("\n") == 1 and "not a training run" in err
 
 
-def test_export_of_a_lightsernet_run_says_only_the_mlp_is_supported(default_run, tmp_path, capsys):
+def test_export_of_a_run_of_another_network_names_the_supported_ones(default_run, tmp_path, capsys):
     run_dir, _ = default_run
     (tmp_path / ".hydra").mkdir()
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "best.ckpt").write_bytes((run_dir / "checkpoints" / "best.ckpt").read_bytes())
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.model.net._target_ = "ser.models.lightsernet.LightSERNet"
+    cfg.model.net._target_ = "mypackage.models.Transformer"
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
     assert export_main([str(tmp_path), "-o", str(tmp_path / "m.serq")]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "supports the MLP" in err and "LightSERNet" in err
+    assert err.count("\n") == 1 and "supports the MLP" in err and "Light-SERNet" in err and "Transformer" in err
 
 
 def test_global_run_exports_no_normalisation_entry_and_no_population(default_run, tmp_path):
@@ -314,3 +316,243 @@ def test_checkpoint_from_before_speaker_normalisation_exports_the_same_bytes(def
     assert export_main([str(run_dir), "--bits", "4", "-o", str(tmp_path / "now.serq")]) == 0
     assert export_main([str(old), "--bits", "4", "-o", str(tmp_path / "old.serq")]) == 0
     assert (tmp_path / "now.serq").read_bytes() == (tmp_path / "old.serq").read_bytes()
+
+
+# -- every depth of the paper's MLP --------------------------------------------------------------------------------
+
+
+def _torch_reference(run_dir: Path, x: torch.Tensor, state: dict | None = None) -> np.ndarray:
+    """Softmax of the run's own network (``model.net`` of its config) holding ``state`` (default: the LAQ
+    artifact's, i.e. the fake-quantized recovered model), in eval mode, on raw features ``x``."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    state = _artifact(run_dir)["state_dict"] if state is None else state
+    n_features = int(x.shape[1]) if x.ndim == 2 else list(x.shape[1:])
+    n_classes = len(json.loads((run_dir / "results.json").read_text())["classes"])
+    net = hydra.utils.instantiate(cfg.model.net)(n_features, n_classes)
+    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    with torch.no_grad():
+        return torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1).numpy()
+
+
+def _split(run_dir: Path, cache_dir: Path, part: str = "test"):
+    """Cached features, labels and audio files of a run's split (in the same order), and its datamodule."""
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    cfg.data.cache_dir = str(cache_dir)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup()
+    x, y = datamodule.tensors(part)
+    files = [row["path"] for row in csv.DictReader(open(run_dir / "splits" / f"{part}.csv"))]
+    return x, y.numpy(), files, datamodule
+
+
+def _onnx(path: Path, **inputs: np.ndarray) -> np.ndarray:
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, inputs)[0]
+
+
+def _assert_parity(ours: np.ndarray, reference: np.ndarray) -> None:
+    """Today's parity: the same class on every utterance, probabilities within 1e-5."""
+    np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
+    np.testing.assert_allclose(ours, reference, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module", params=["mlp_2hl", "mlp_5hl"])
+def depth_run(request, default_corpus, cache_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp(request.param)
+    proc = run_train(f"model={request.param}", "trainer.max_epochs=3", "quant.fixed_bits=[]", "quant.recovery_epochs=2",
+                     cache_dir=cache_dir, run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
+    return request.param, run_dir
+
+
+def test_every_mlp_depth_exports_and_runs_like_its_torch_model(depth_run, cache_dir):
+    name, run_dir = depth_run
+    results = json.loads((run_dir / "results.json").read_text())
+    hidden = {"mlp_2hl": 2, "mlp_5hl": 5}[name]
+    model = QuantizedModel.load(run_dir / "m.serq")
+    assert len(model.layers) == hidden + 1 and [l.relu for l in model.layers] == [True] * hidden + [False]
+    x, labels, files, _ = _split(run_dir, cache_dir)
+    reference = _torch_reference(run_dir, x)
+    assert reference.argmax(axis=1).tolist() == results["test_predictions"]["models"]["laq"]
+    _assert_parity(model.probabilities(x.numpy()), reference)
+    _assert_parity(_runtime(model, files), reference)  # end to end from audio
+    _assert_parity(_onnx(run_dir / "m.onnx", features=x.numpy()), reference)
+
+
+# -- Light-SERNet: batch norm folded, average pooling, global pooling ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lightsernet_run(default_corpus, cache_dir, tmp_path_factory):
+    """A tiny Light-SERNet with the default LAQ (full grid, recovery), exported as .serq and ONNX."""
+    run_dir = tmp_path_factory.mktemp("lightsernet_run")
+    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]", "quant.recovery_epochs=2",
+                     cache_dir=cache_dir, run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
+    return run_dir, json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lightsernet_split(lightsernet_run, cache_dir):
+    return _split(lightsernet_run[0], cache_dir)
+
+
+def test_lightsernet_file_is_a_graph_of_the_artifacts_codes_with_batch_norm_folded(lightsernet_run):
+    run_dir, results = lightsernet_run
+    artifact = _artifact(run_dir)
+    path = run_dir / "m.serq"
+    assert path.read_bytes()[4:6] == (4).to_bytes(2, "little"), "older runtimes refuse a graph"
+    header, arrays = model_file.read(path)
+    assert header["network"]["kind"] == "graph" and header["network"]["input"] == [40, 64]
+    ops = header["network"]["ops"]
+    assert [op["op"] for op in ops].count("conv2d") == 8 and [op["op"] for op in ops].count("linear") == 1
+    assert {"avgpool2d", "concat", "mean", "relu"} <= {op["op"] for op in ops}
+    assert all(op["ceil_mode"] for op in ops if op["op"] == "avgpool2d")
+    assert {l["name"]: l["bits"] for l in header["layers"]} == {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+    for spec in header["layers"]:
+        stored = artifact["layers"][spec["name"]]
+        assert (spec["grid"], spec["shape"]) == (stored["grid"], stored["shape"])
+        np.testing.assert_array_equal(arrays[f"{spec['name']}.codes"], stored["codes"].numpy())  # codes kept, not refolded
+        np.testing.assert_array_equal(arrays[f"{spec['name']}.scales"], stored["scales"].numpy())
+    state = artifact["state_dict"]
+    for op in (op for op in ops if op["op"] == "conv2d"):
+        bn = op["scale"][: -len(".scale")]
+        sigma = torch.sqrt(state[f"{bn}.running_var"].double() + 1e-5)
+        scale = state[f"{bn}.weight"].double() / sigma
+        bias = state.get(f"{op['layer']}.bias", torch.zeros_like(scale)).double()
+        shift = state[f"{bn}.bias"].double() + (bias - state[f"{bn}.running_mean"].double()) * scale
+        np.testing.assert_allclose(arrays[op["scale"]], scale.numpy(), rtol=1e-6)
+        np.testing.assert_allclose(arrays[op["shift"]], shift.numpy(), rtol=1e-6, atol=1e-7)
+    assert arrays["feature_mean"].shape == (40, 1)  # per channel, over frames
+
+
+def test_lightsernet_file_size_is_the_theoretical_size_plus_its_header(lightsernet_run):
+    run_dir, results = lightsernet_run
+    size = (run_dir / "m.serq").stat().st_size
+    header_bytes = int.from_bytes((run_dir / "m.serq").read_bytes()[6:10], "little")
+    theory = theoretical_bytes(ExportSource.load(run_dir))
+    assert theory + header_bytes <= size <= 1.05 * theory + 2000 + header_bytes
+    assert header_bytes < 8000  # the op list is a few KB whatever the widths
+    assert size - header_bytes < 1.05 * results["laq"]["size_kb"] * 1000 + 2000
+
+
+def test_lightsernet_numpy_runtime_equals_the_fake_quantized_torch_model(lightsernet_run, lightsernet_split):
+    run_dir, results = lightsernet_run
+    x, labels, files, _ = lightsernet_split
+    reference = _torch_reference(run_dir, x)
+    assert reference.argmax(axis=1).tolist() == results["test_predictions"]["models"]["laq"]
+    model = QuantizedModel.load(run_dir / "m.serq")
+    _assert_parity(model.probabilities(x.numpy()), reference)
+    _assert_parity(model.probabilities(x[0].numpy()), reference[:1])  # one utterance without its batch axis
+    ours = _runtime(model, files)  # end to end: audio → the runtime's frame features → the graph
+    _assert_parity(ours, reference)
+    assert float(np.mean(ours.argmax(axis=1) == labels)) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
+
+
+def test_lightsernet_runtime_frame_features_equal_the_torch_extractor(lightsernet_run, lightsernet_split):
+    run_dir, _ = lightsernet_run
+    x, _, files, _ = lightsernet_split
+    model = QuantizedModel.load(run_dir / "m.serq")
+    extractor = Extractor(model.features)
+    for f, ref in zip(files, x.numpy()):
+        ours = extractor(load_audio(f, model.features.sample_rate))
+        assert ours.shape == ref.shape == (40, 64)
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_lightsernet_onnx_equals_the_fake_quantized_torch_model(lightsernet_run, lightsernet_split):
+    run_dir, results = lightsernet_run
+    x, labels, _, _ = lightsernet_split
+    reference = _torch_reference(run_dir, x)
+    probs = _onnx(run_dir / "m.onnx", features=x.numpy())
+    _assert_parity(probs, reference)
+    assert float(np.mean(probs.argmax(axis=1) == labels)) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
+
+
+def test_lightsernet_fixed_bits_export_from_the_checkpoint(lightsernet_run, lightsernet_split, tmp_path):
+    """--bits N: the checkpoint's convolutions and classifier at N bits, its batch norm folded as for LAQ."""
+    run_dir, _ = lightsernet_run
+    x, _, _, _ = lightsernet_split
+    assert export_main([str(run_dir), "--bits", "3", "-o", str(tmp_path / "m3.serq")]) == 0
+    source = ExportSource.load(run_dir, bits=3)
+    assert source.origin == "checkpoint" and set(source.bits.values()) == {3}
+    state = dict(torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"])
+    for name, layer in source.layers.items():
+        state[f"{name}.weight"] = torch.from_numpy(layer.weight())
+    reference = _torch_reference(run_dir, x, state)
+    _assert_parity(QuantizedModel.load(tmp_path / "m3.serq").probabilities(x.numpy()), reference)
+
+
+def test_lightsernet_c_export_is_refused_in_one_line_before_writing_anything(lightsernet_run, tmp_path, capsys):
+    run_dir, _ = lightsernet_run
+    assert export_main([str(run_dir), "-o", str(tmp_path / "m.serq"), "--c", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "C runtime runs the MLP only" in err and "LightSERNet" in err
+    assert not (tmp_path / "m.serq").exists() and not (tmp_path / "c").exists()
+
+
+def test_ser_predict_runs_a_lightsernet_model(lightsernet_run, lightsernet_split, capsys):
+    from ser.runtime.predict import main as predict_main
+
+    run_dir, _ = lightsernet_run
+    x, _, files, _ = lightsernet_split
+    assert predict_main([str(run_dir / "m.serq"), *files[:3]]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    reference = _torch_reference(run_dir, x[:3])
+    model = QuantizedModel.load(run_dir / "m.serq")
+    assert [line["emotion"] for line in lines] == [model.classes[i] for i in reference.argmax(axis=1)]
+    np.testing.assert_allclose([[line["probabilities"][c] for c in model.classes] for line in lines], reference, atol=2e-6)
+
+
+@pytest.fixture(scope="module")
+def lightsernet_speaker_run(tiny_manifest, cache_dir, tmp_path_factory):
+    """Light-SERNet trained on speaker-normalised frame sequences, exported as .serq and ONNX."""
+    run_dir = tmp_path_factory.mktemp("lightsernet_speaker_run")
+    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
+                     "data.speaker_prior_weight=2", *SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]",
+                     "quant.recovery_epochs=1", cache_dir=cache_dir, run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
+    return run_dir
+
+
+def test_speaker_normalised_lightsernet_runs_like_its_torch_model(lightsernet_speaker_run, cache_dir):
+    from ser.data import speaker_norm
+
+    run_dir = lightsernet_speaker_run
+    model = QuantizedModel.load(run_dir / "m.serq")
+    assert model.normalize == "speaker" and model.population.mean.shape == (40, 1)
+    x, _, _, dm = _split(run_dir, cache_dir)  # x: the inputs training saw (z-scored per speaker)
+    reference = _torch_reference(run_dir, x)
+    prepared, blocks = dm.prepared, [block for _, block in dm.feature_config.blocks()]
+    test = prepared.split.test
+    speakers = np.array([prepared.utterances[i].speaker for i in test])
+    raw = prepared.features[test]
+    ours = np.empty_like(reference)
+    means, stds = np.empty((len(test), 40, 1), np.float32), np.empty((len(test), 40, 1), np.float32)
+    for speaker in np.unique(speakers):
+        rows = np.flatnonzero(speakers == speaker)
+        stats = speaker_norm.statistics(raw[rows], prepared.population, dm.speaker_prior_weight, blocks)
+        np.testing.assert_allclose(model.enrol(raw[rows]).mean, stats.mean, rtol=1e-6)  # the runtime's estimator
+        ours[rows] = model.probabilities(raw[rows], stats)
+        means[rows], stds[rows] = stats.mean, stats.std
+    _assert_parity(ours, reference)
+    _assert_parity(_onnx(run_dir / "m.onnx", features=raw, speaker_mean=means, speaker_std=stds), reference)
+
+
+def test_an_enrolled_speaker_file_reads_back_for_a_frame_sequence_model(lightsernet_speaker_run, tiny_manifest, tmp_path, capsys):
+    from ser.runtime.enroll import main as enroll_main
+    from ser.runtime.predict import main as predict_main
+
+    run_dir = lightsernet_speaker_run
+    clips = sorted(tiny_manifest.parent.glob("s01/*/*.wav"))[:4]
+    assert enroll_main([str(run_dir / "m.serq"), *map(str, clips[:3]), "-o", str(tmp_path / "s01.json")]) == 0
+    capsys.readouterr()
+    assert predict_main([str(run_dir / "m.serq"), "--speaker", str(tmp_path / "s01.json"), str(clips[3])]) == 0
+    with_file = json.loads(capsys.readouterr().out)
+    assert predict_main([str(run_dir / "m.serq"), str(clips[3]), "--enroll", *map(str, clips[:3])]) == 0
+    on_the_fly = json.loads(capsys.readouterr().out)
+    assert with_file["emotion"] == on_the_fly["emotion"] and with_file["probabilities"] == on_the_fly["probabilities"]

@@ -103,9 +103,11 @@ def load(path: str | Path, model: QuantizedModel) -> SpeakerStats:
         differ = sorted(k for k, v in features.to_dict().items() if model.features.to_dict().get(k) != v)
         raise SERError(f"{path}: enrolled for other feature settings than the model's (differ: {', '.join(differ)}); "
                        "run `ser enroll` with this model")
-    if mean.shape != model.mean.shape or std.shape != model.mean.shape or not (np.isfinite(mean).all() and (std > 0).all()):
+    if mean.size != model.mean.size or std.size != model.mean.size or not (np.isfinite(mean).all() and (std > 0).all()):
         raise SERError(f"{path}: damaged speaker file (expected {model.mean.size} finite means and positive stds); "
                        "run `ser enroll` again")
+    # The file stores flat lists; a frame-sequence model keeps one statistic per channel, shaped (channels, 1).
+    mean, std = mean.reshape(model.mean.shape), std.reshape(model.mean.shape)
     # Statistics that lean on the prior (shrinkage, or the population itself for < 2 recordings) belong to that model.
     if (data.get("prior_weight", 0.0) > 0 or recordings < 2) and data.get("population") != population_fingerprint(model):
         raise SERError(f"{path}: enrolled with another model (its statistics are shrunk toward that model's training "

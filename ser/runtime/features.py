@@ -5,6 +5,11 @@ A quantized model only works on the inputs it was trained on, so this must repro
 It shares the filterbanks, DCT and delta kernel in ``ser.data.filters`` with the torch
 extractor; what differs is only that one utterance needs no padding masks,
 so every frame is valid and pooling is plain statistics over all frames.
+
+With ``pooling="none"`` (convolutional models) an utterance becomes exactly ``config.frames``
+frames, as ``FeatureExtractor.fixed_length`` makes them: a longer one is cropped (its centre
+or its start, ``config.crop``), a shorter one continues with the frames of the zeros after it
+(the features of silence, floored at the utterance's own peak like the torch extractor's).
 """
 
 from __future__ import annotations
@@ -35,15 +40,44 @@ class Extractor:
         self._delta = filters.delta_kernel(c.delta_width) if c.deltas else None
 
     def __call__(self, signal: np.ndarray) -> np.ndarray:
-        """Pooled vector ``(config.dim,)`` float32 of a mono signal at ``config.sample_rate``."""
-        return self.pool(self.frames(signal))
+        """The model's input ``config.shape`` (float32) of a mono signal at ``config.sample_rate``: the pooled
+        vector ``(dim,)``, or with ``pooling="none"`` the sequence ``(frame_dim, frames)``."""
+        if self.config.pooled:
+            return self.pool(self.frames(signal))
+        return self.sequence(signal)
 
     def frames(self, signal: np.ndarray) -> np.ndarray:
         """Frame-level features ``(frames, config.frame_dim)``, in ``config.parts`` order then deltas."""
+        return self._frames(self._mono(signal))
+
+    def sequence(self, signal: np.ndarray) -> np.ndarray:
+        """Exactly ``config.frames`` frames ``(frame_dim, frames)``, as the torch extractor's ``fixed_length``.
+
+        The signal is padded with zeros to the length whose centred framing gives ``config.frames``
+        frames (the torch extractor's batch buffer); only the utterance's own frames set the dB
+        peak and the deltas' edges, and a long utterance is cropped at its centre (or start).
+        """
         c = self.config
+        signal = self._mono(signal)
+        valid = 1 + len(signal) // c.hop_length
+        need = (c.frames - 1) * c.hop_length
+        if len(signal) < need:
+            signal = np.pad(signal, (0, need - len(signal)))
+        frames = self._frames(signal, valid)
+        excess = max(valid - c.frames, 0)
+        offset = excess // 2 if c.crop == "center" else 0
+        return np.ascontiguousarray(frames[offset : offset + c.frames].T)
+
+    @staticmethod
+    def _mono(signal: np.ndarray) -> np.ndarray:
         signal = np.asarray(signal, dtype=np.float32)
         if signal.ndim != 1:
             raise ValueError(f"expected a mono signal (1-D), got shape {signal.shape}")
+        return signal
+
+    def _frames(self, signal: np.ndarray, valid: int | None = None) -> np.ndarray:
+        """Frames of ``signal``; the first ``valid`` of them (default all) belong to the utterance."""
+        c = self.config
         half = c.n_fft // 2
         padded = np.pad(signal, (half, half))
         framed = np.lib.stride_tricks.sliding_window_view(padded, c.n_fft)[:: c.hop_length]
@@ -52,7 +86,7 @@ class Extractor:
         mel_power = power @ self._mel
         out: dict[str, np.ndarray] = {}
         if "mfcc" in c.parts or c.mel_db:
-            mel_db = self._power_to_db(mel_power)
+            mel_db = self._power_to_db(mel_power, valid)
         if "mfcc" in c.parts:
             out["mfcc"] = mel_db @ self._dct
         if "chroma" in c.parts:
@@ -62,23 +96,27 @@ class Extractor:
             out["mel"] = mel_db if c.mel_db else mel_power
         parts = [out[p] for p in c.parts]
         if self._delta is not None:
-            parts.append(self._deltas(out["mfcc"]))
+            parts.append(self._deltas(out["mfcc"], valid))
         return np.concatenate(parts, axis=1)
 
     def pool(self, frames: np.ndarray) -> np.ndarray:
         """Statistics over time, accumulated in float64 so long utterances lose no precision."""
         return np.concatenate([_STATS[s](frames, axis=0, dtype=np.float64) for s in self.config.stats]).astype(np.float32)
 
-    def _power_to_db(self, power: np.ndarray) -> np.ndarray:
-        """librosa's power_to_db (ref 1), floored ``top_db`` below the utterance's peak."""
+    def _power_to_db(self, power: np.ndarray, valid: int | None = None) -> np.ndarray:
+        """librosa's power_to_db (ref 1), floored ``top_db`` below the peak of the utterance's (first ``valid``) frames."""
         db = 10.0 * np.log10(np.maximum(power, np.float32(_AMIN)))
-        return np.maximum(db, db.max() - np.float32(self.config.top_db))
+        return np.maximum(db, db[:valid].max() - np.float32(self.config.top_db))
 
-    def _deltas(self, x: np.ndarray) -> np.ndarray:
-        """Local slope over ``delta_width`` frames, repeating the edge frames."""
+    def _deltas(self, x: np.ndarray, valid: int | None = None) -> np.ndarray:
+        """Local slope over ``delta_width`` frames, repeating the edge frames of the utterance (its first ``valid``)."""
         half = len(self._delta) // 2
-        padded = np.pad(x, ((half, half), (0, 0)), mode="edge")
-        return np.lib.stride_tricks.sliding_window_view(padded, len(self._delta), axis=0) @ self._delta
+        if valid is None or valid >= len(x):
+            padded = np.pad(x, ((half, half), (0, 0)), mode="edge")
+            return np.lib.stride_tricks.sliding_window_view(padded, len(self._delta), axis=0) @ self._delta
+        # Frames past the utterance (silence padding): the torch extractor clamps every index to its last frame.
+        index = np.minimum(np.maximum(np.arange(len(x))[:, None] + np.arange(-half, half + 1)[None, :], 0), valid - 1)
+        return x[index].transpose(0, 2, 1) @ self._delta
 
 
 def _normalize_max(chroma: np.ndarray) -> np.ndarray:
@@ -93,5 +131,6 @@ def _extractor(config: FeatureConfig) -> Extractor:
 
 
 def extract(signal: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Pooled features ``(config.dim,)`` of one signal; filterbanks are cached per config."""
+    """Features ``config.shape`` of one signal (pooled ``(dim,)``, or ``(frame_dim, frames)`` with
+    ``pooling="none"``); filterbanks are cached per config."""
     return _extractor(config)(signal)

@@ -1,5 +1,13 @@
 """Run a ``.serq`` model with numpy: dequantize once (``ser.quant.grid``, each layer's own grid), then
-[speaker z-score →] standardise → MLP → softmax."""
+[speaker z-score →] standardise → network → softmax.
+
+The network is the MLP of the file's ``layers`` (in order), or, when the header has a
+``network`` graph (Light-SERNet), its list of operations on named tensors: ``transpose``,
+``unsqueeze``, ``conv2d`` (stride 1, "same" zero padding; the folded batch norm as a
+per-output-channel ``scale`` and ``shift`` applied to the output of the convolution with the
+dequantized weight), ``relu``, ``avgpool2d`` (no padding, ``ceil_mode``: a window that runs
+past the input averages only the cells inside it), ``concat``, ``mean`` and ``linear``.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +56,116 @@ class Layer:
     relu: bool
 
 
+OPS = ("transpose", "unsqueeze", "conv2d", "relu", "avgpool2d", "concat", "mean", "linear")
+
+
+def _pool_length(size: int, kernel: int, stride: int, ceil_mode: bool) -> int:
+    """Output length of torch's pooling without padding (a last window must start inside the input)."""
+    out = (size - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size:
+        out -= 1
+    return out
+
+
+def conv2d_same(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Convolution (cross-correlation, as torch) of ``x`` (batch, in, H, W) with ``weight`` (out, in, kh, kw),
+    stride 1, zero "same" padding (torch's split: the smaller half before). One matmul per kernel offset."""
+    batch, channels, height, width = x.shape
+    out, _, kh, kw = weight.shape
+    top, left = (kh - 1) // 2, (kw - 1) // 2
+    padded = np.pad(x, ((0, 0), (0, 0), (top, kh - 1 - top), (left, kw - 1 - left)))
+    y = np.zeros((batch, out, height * width), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            window = np.ascontiguousarray(padded[:, :, i : i + height, j : j + width]).reshape(batch, channels, -1)
+            y += weight[:, :, i, j] @ window
+    return y.reshape(batch, out, height, width)
+
+
+def avgpool2d(x: np.ndarray, kernel, stride, ceil_mode: bool) -> np.ndarray:
+    """torch's AvgPool2d without padding; with ``ceil_mode`` a window past the edge averages the cells inside."""
+    (kh, kw), (sh, sw) = kernel, stride
+    height, width = x.shape[2:]
+    oh, ow = _pool_length(height, kh, sh, ceil_mode), _pool_length(width, kw, sw, ceil_mode)
+    need_h, need_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
+    pad = ((0, 0), (0, 0), (0, max(need_h - height, 0)), (0, max(need_w - width, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad), (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    total = windows[:, :, :oh, :ow].sum(axis=(4, 5), dtype=np.float32)
+    rows = np.minimum(np.arange(oh) * sh + kh, height) - np.arange(oh) * sh
+    cols = np.minimum(np.arange(ow) * sw + kw, width) - np.arange(ow) * sw
+    return total / (rows[:, None] * cols[None, :]).astype(np.float32)
+
+
+@dataclass
+class Graph:
+    """A network as a list of operations on named tensors (the header's ``network``)."""
+
+    input: tuple[int, ...]  # one utterance's features: (channels, frames)
+    output: str
+    ops: list[dict]
+    weights: dict[str, np.ndarray]  # dequantized layer weights by layer name
+    arrays: dict[str, np.ndarray]  # float32 sections: folded batch norm (scale, shift), biases
+
+    @classmethod
+    def load(cls, path, network: dict, weights: dict[str, np.ndarray], arrays: dict[str, np.ndarray]) -> "Graph":
+        if network.get("kind") != "graph":
+            raise model_file.ModelFileError(f"{path}: network kind {network.get('kind')!r} is not known to this runtime; "
+                                            "upgrade ser")
+        ops = list(network["ops"])
+        for op in ops:
+            if op.get("op") not in OPS:
+                raise model_file.ModelFileError(f"{path}: network operation {op.get('op')!r} is not known to this "
+                                                "runtime; upgrade ser")
+            if op["op"] in ("conv2d", "linear") and op["layer"] not in weights:
+                raise model_file.ModelFileError(f"{path}: a {op['op']} uses layer {op['layer']}, which the file does "
+                                                "not hold")
+            if op["op"] == "conv2d" and (op.get("padding") != "same" or list(op.get("stride", [1, 1])) != [1, 1]
+                                         or list(op.get("kernel", [])) != list(weights[op["layer"]].shape[2:])):
+                raise model_file.ModelFileError(f"{path}: convolution {op['layer']}: this runtime runs stride-1 'same' "
+                                                "convolutions of its weight's kernel; upgrade ser")
+            missing = [op[key] for key in ("scale", "shift", "bias") if op.get(key) and op[key] not in arrays]
+            if missing:
+                raise model_file.ModelFileError(f"{path}: a {op['op']} needs sections {missing}, which the file does "
+                                                "not hold")
+        return cls(tuple(network["input"]), network["output"], ops, weights,
+                   {k: v for k, v in arrays.items() if not k.endswith((".codes", ".scales"))})
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(batch, classes)`` of standardised inputs ``(batch, *input)``."""
+        tensors = {"input": x}
+        y = x
+        for op in self.ops:  # without "in": the previous op's output; without "out": no later op names it
+            y = self._run(op, *([tensors[name] for name in op["in"]] if "in" in op else [y]))
+            if "out" in op:
+                tensors[op["out"]] = y
+        return tensors[self.output]
+
+    def _run(self, op: dict, *args: np.ndarray) -> np.ndarray:
+        kind, x = op["op"], args[0]
+        if kind == "transpose":
+            return np.ascontiguousarray(x.transpose(op["perm"]))
+        if kind == "unsqueeze":
+            return np.expand_dims(x, op["axis"])
+        if kind == "conv2d":
+            y = conv2d_same(x, self.weights[op["layer"]])
+            if op.get("scale"):
+                y *= self.arrays[op["scale"]][None, :, None, None]
+            if op.get("shift"):
+                y += self.arrays[op["shift"]][None, :, None, None]
+            return y
+        if kind == "relu":
+            return np.maximum(x, np.float32(0.0))
+        if kind == "avgpool2d":
+            return avgpool2d(x, op["kernel"], op["stride"], bool(op.get("ceil_mode", False)))
+        if kind == "concat":
+            return np.concatenate(args, axis=op["axis"])
+        if kind == "mean":
+            return x.mean(axis=tuple(op["axes"]), dtype=np.float32)
+        # linear
+        y = x @ self.weights[op["layer"]].T
+        return y + self.arrays[op["bias"]] if op.get("bias") else y
+
+
 @dataclass
 class QuantizedModel:
     """Everything needed to go from a feature vector to class probabilities.
@@ -67,6 +185,7 @@ class QuantizedModel:
     normalize: str = "global"
     population: SpeakerStats | None = None
     prior_weight: float = 0.0
+    graph: Graph | None = None  # a convolutional network (the header's ``network``); None: the MLP of ``layers``
 
     @classmethod
     def load(cls, path: str | Path) -> "QuantizedModel":
@@ -75,7 +194,11 @@ class QuantizedModel:
         for spec in header["layers"]:
             name = spec["name"]
             weight = _layer_weight(path, spec, arrays[f"{name}.codes"], arrays[f"{name}.scales"])
-            layers.append(Layer(weight, arrays.get(f"{name}.bias"), spec["activation"] == "relu"))
+            layers.append(Layer(weight, arrays.get(f"{name}.bias"), spec.get("activation") == "relu"))
+        graph = None
+        if "network" in header:
+            weights = {spec["name"]: layer.weight for spec, layer in zip(header["layers"], layers)}
+            graph = Graph.load(path, header["network"], weights, arrays)
         norm = header.get("normalize", {"kind": "global"})
         if norm.get("kind") not in NORMALIZE:
             raise model_file.ModelFileError(f"{path}: normalisation {norm.get('kind')!r} is not one of "
@@ -85,7 +208,7 @@ class QuantizedModel:
             population = SpeakerStats(arrays["population_mean"], arrays["population_std"], 0.0)
             prior_weight = float(norm.get("prior_weight", 0.0))
         return cls(list(header["classes"]), FeatureConfig(**header["features"]), arrays["feature_mean"],
-                   arrays["feature_std"], layers, header, norm["kind"], population, prior_weight or 0.0)
+                   arrays["feature_std"], layers, header, norm["kind"], population, prior_weight or 0.0, graph)
 
     @property
     def speaker_normalized(self) -> bool:
@@ -101,16 +224,32 @@ class QuantizedModel:
             raise SERError("this model was trained with global normalisation (data.normalize=global) and takes no "
                            "speaker statistics")
 
+    def _batch(self, features: np.ndarray) -> np.ndarray:
+        """Features as a batch: ``(n, dim)`` for the MLP, ``(n, channels, frames)`` for a graph; one utterance
+        may come without its batch axis."""
+        x = np.asarray(features, dtype=np.float32)
+        if self.graph is None:
+            return np.atleast_2d(x)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[1] != self.graph.input[0]:
+            raise SERError(f"this model takes frame sequences ({self.graph.input[0]}, frames) or a batch of them, "
+                           f"got shape {x.shape}")
+        return x
+
     def enrol(self, features: np.ndarray) -> SpeakerStats:
-        """A speaker's statistics from the features ``(recordings, dim)`` of several of their recordings.
+        """A speaker's statistics from the features ``(recordings, dim)`` (or ``(recordings, channels, frames)``)
+        of several of their recordings.
 
         The training estimator: shrunk toward the population by ``prior_weight`` recordings;
         with one recording and no prior weight it is the population's statistics.
         """
         self._require_speaker()
         features = np.asarray(features, dtype=np.float32)
-        if features.ndim != 2 or features.shape[1] != self.mean.size:
-            raise SERError(f"enrolment features must have shape (recordings, {self.mean.size}), got {features.shape}")
+        want = 2 if self.graph is None else 3
+        if features.ndim != want or features.shape[1] != self.mean.shape[0]:
+            shape = f"(recordings, {self.mean.size})" if self.graph is None else f"(recordings, {self.mean.shape[0]}, frames)"
+            raise SERError(f"enrolment features must have shape {shape}, got {features.shape}")
         return speaker_norm.statistics(features, self.population, self.prior_weight, self._blocks())
 
     def running(self) -> RunningSpeakerStats:
@@ -133,10 +272,12 @@ class QuantizedModel:
 
     def logits(self, features: np.ndarray, speaker: SpeakerStats | None = None) -> np.ndarray:
         self.check_speaker(speaker)
-        x = np.atleast_2d(features).astype(np.float32)
+        x = self._batch(features)
         if speaker is not None:
             x = speaker.apply(x)
         x = (x - self.mean) / self.std
+        if self.graph is not None:  # one utterance at a time keeps the convolutions' buffers small
+            return np.concatenate([self.graph(row[None]) for row in x]) if len(x) else np.zeros((0, len(self.classes)), np.float32)
         for layer in self.layers:
             x = x @ layer.weight.T
             if layer.bias is not None:
@@ -146,7 +287,8 @@ class QuantizedModel:
         return x
 
     def probabilities(self, features: np.ndarray, speaker: SpeakerStats | None = None) -> np.ndarray:
-        """Class probabilities ``(n, classes)`` of features ``(dim,)`` or ``(n, dim)``.
+        """Class probabilities ``(n, classes)`` of features ``(dim,)`` or ``(n, dim)`` (a graph model:
+        ``(channels, frames)`` or ``(n, channels, frames)``).
 
         A speaker-normalised model needs ``speaker`` (from ``enrol``, ``running`` or a file
         written by ``ser enroll``; ``self.population`` when nothing of the speaker is known);

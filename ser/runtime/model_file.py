@@ -16,11 +16,19 @@ or corrupted file is refused instead of silently mispredicting.
 Each layer names its quantization ``grid`` (``ser.quant.grid``: ``symmetric``, the paper's, or
 ``full``); a layer without one is ``symmetric``, as every file from before grids were recorded.
 
+A model other than the MLP (Light-SERNet) carries a ``network`` entry: ``{"kind": "graph",
+"input": [channels, frames], "ops": [...]}``, the network as a list of operations on named
+tensors (``ser.runtime.model`` runs them; ``docs/deploying.md`` lists them). Its ``layers``
+are the quantized layers the ops refer to (shape, bits, grid); float32 per-channel sections
+(batch norm folded into a ``scale`` and ``shift``, biases) are named by the ops that use them.
+Without ``network`` the layers are an MLP, in order, each with its ``activation``.
+
 Version 2 is version 1 plus the ``normalize`` entry; version 3 is version 2 plus layers on a
-grid other than ``symmetric``. Each file is written at the lowest version that describes it, so
-a runtime from before speaker normalisation refuses a speaker-normalised model (instead of
-running it on unnormalised features), a runtime from before grids refuses a ``full``-grid model
-(instead of dequantizing its codes on the symmetric grid), and both still read every other model.
+grid other than ``symmetric``; version 4 is version 3 plus ``network``. Each file is written at
+the lowest version that describes it, so a runtime from before speaker normalisation refuses a
+speaker-normalised model (instead of running it on unnormalised features), a runtime from
+before grids refuses a ``full``-grid model (instead of dequantizing its codes on the symmetric
+grid), one from before graphs refuses a convolutional model, and all still read every other model.
 """
 
 from __future__ import annotations
@@ -38,8 +46,8 @@ from ser.errors import SERError
 from ser.runtime import packing
 
 MAGIC = b"SERQ"
-FORMAT_VERSION = 3  # the newest this runtime writes and reads
-READS = (1, 2, 3)
+FORMAT_VERSION = 4  # the newest this runtime writes and reads
+READS = (1, 2, 3, 4)
 _PREAMBLE = struct.Struct("<4sHI")
 _DIGEST = 32
 
@@ -63,7 +71,10 @@ class Section:
 
 
 def version_of(header: dict[str, Any]) -> int:
-    """The lowest format version that describes ``header``: 3 with a non-symmetric grid, 2 with ``normalize``, else 1."""
+    """The lowest format version that describes ``header``: 4 with a ``network`` graph, 3 with a non-symmetric grid,
+    2 with ``normalize``, else 1."""
+    if "network" in header:
+        return 4
     if any(layer.get("grid", "symmetric") != "symmetric" for layer in header.get("layers", [])):
         return 3
     return 2 if "normalize" in header else 1

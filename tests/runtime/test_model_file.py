@@ -138,7 +138,7 @@ def test_a_newer_format_version_is_refused(tmp_path):
     path = tmp_path / "m.serq"
     model_file.write(path, {"classes": ["a"]}, [])
     body = bytearray(path.read_bytes()[:-32])
-    body[4:6] = (4).to_bytes(2, "little")
+    body[4:6] = (5).to_bytes(2, "little")
     path.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
-    with pytest.raises(ModelFileError, match="format version 4, this runtime reads versions 1, 2, 3"):
+    with pytest.raises(ModelFileError, match="format version 5, this runtime reads versions 1, 2, 3, 4"):
         model_file.read(path)
