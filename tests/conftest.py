@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -61,3 +62,22 @@ def env_path(name: str) -> Path:
     if not value:
         pytest.skip(f"{name} is not set")
     return Path(value)
+
+
+def _starts_runs(function) -> bool:
+    """Whether a test or fixture function starts training runs or other processes (seconds each)."""
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    return any(sign in source for sign in ("run_train(", "subprocess.", "export_main(", "train.py"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that, itself or through any fixture it uses, starts a run or a
+    process, so that ``pytest -m "not slow"`` is the fast loop."""
+    for item in items:
+        functions = [getattr(item, "function", None)]
+        functions += [d.func for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs]
+        if any(_starts_runs(f) for f in functions if f is not None):
+            item.add_marker(pytest.mark.slow)
