@@ -89,7 +89,8 @@ def _logger(output_dir: Path, version: str = "") -> TensorBoardLogger:
 
 def _hparams(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config, without Hydra's internals, for TensorBoard's HPARAMS tab."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    keys = [k for k in cfg if k != "hydra"]  # a config composed in-process may carry the hydra node
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)  # type: ignore[return-value]
 
 
 def objective(results: dict[str, Any], bit_budget: float | None) -> float:
