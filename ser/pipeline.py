@@ -83,8 +83,9 @@ def _announce_stop(trainer: L.Trainer) -> None:
         log.info("trained for %d epochs (the maximum)", trainer.current_epoch)
 
 
-def _logger(output_dir: Path, version: str = "") -> TensorBoardLogger:
-    return TensorBoardLogger(str(output_dir), name="tensorboard", version=version, default_hp_metric=False)
+def _logger(cfg: DictConfig, version: str = "") -> TensorBoardLogger:
+    """The configured logger (``conf/logger``); the teacher of knowledge transfer logs beside the run as ``version``."""
+    return hydra.utils.instantiate(cfg.logger, version=version)
 
 
 def _hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -142,7 +143,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
     datamodule.save_splits(output_dir / "splits")
     transfer, training_data = None, datamodule
     if cfg.get("transfer"):
-        teacher_fit = partial(fit, cfg, logger=_logger(output_dir, "teacher"),
+        teacher_fit = partial(fit, cfg, logger=_logger(cfg, "teacher"),
                               callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints"))
         graph, transfer = teach(cfg.transfer, datamodule, teacher_fit)
         training_data = GraphDataModule(datamodule, graph)
@@ -154,7 +155,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
         cfg.model, n_features=datamodule.n_features, classes=datamodule.classes, feature_mean=mean, feature_std=std,
         **speaker,
     )
-    logger = _logger(output_dir)
+    logger = _logger(cfg)
     quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
     callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
     fitted = fit(cfg, model, training_data, logger, callbacks)

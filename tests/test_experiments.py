@@ -125,3 +125,25 @@ def test_compact_recipe_composes_with_any_experiment(compose_cfg):
     assert cfg.data.normalize == "speaker" and cfg.data.speaker_prior_weight == 5
     assert list(cfg.model.net.hidden) == [128, 64] and cfg.model.optimizer._target_ == "torch.optim.Adam"
     assert cfg.model.regularization.label_smoothing == 0.1 and cfg.callbacks.early_stopping.patience == 20
+
+
+def test_the_output_directory_is_defined_once(compose_cfg):
+    cfg = compose_cfg()
+    raw = {key: value for key, value in (
+        ("trainer", cfg.trainer._get_node("default_root_dir")._value()),
+        ("checkpoints", cfg.callbacks.model_checkpoint._get_node("dirpath")._value()),
+        ("quant", cfg.quant._get_node("save_dir")._value()),
+        ("logger", cfg.logger._get_node("save_dir")._value()))}
+    assert raw == {"trainer": "${paths.output_dir}", "checkpoints": "${paths.output_dir}/checkpoints",
+                   "quant": "${paths.output_dir}", "logger": "${paths.output_dir}"}
+
+
+def test_debug_configs_make_a_quick_run(compose_cfg):
+    cfg = compose_cfg("debug=default")
+    assert cfg.trainer.max_epochs == 1 and cfg.trainer.accelerator == "cpu" and cfg.callbacks.early_stopping is None
+    assert compose_cfg("debug=fdr").trainer.fast_dev_run is True
+
+
+def test_every_callback_has_its_own_file_and_can_be_dropped(compose_cfg):
+    assert set(compose_cfg().callbacks) == {"model_checkpoint", "early_stopping", "rich_progress_bar"}
+    assert compose_cfg("callbacks.early_stopping=null").callbacks.early_stopping is None
