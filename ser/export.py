@@ -133,10 +133,12 @@ class ExportSource:
         if use_artifact and source.is_file() and not _is_best(checkpoint, run_dir, results):
             raise SERError(f"{source}: the run's LAQ model ({run_dir / ARTIFACT}) is quantized from its best checkpoint; "
                            "pass the run directory, or --bits N to quantize this checkpoint")
-        if not config_file.is_file() or not (checkpoint.is_file() or use_artifact):
+        metadata = (artifact or {}).get("metadata") or {}
+        standalone = use_artifact and bool(metadata.get("net_config"))  # quantized.pt describes itself
+        if not standalone and (not config_file.is_file() or not (checkpoint.is_file() or use_artifact)):
             raise SERError(f"{source}: not a training run (expected {checkpoint} and {config_file}); pass a run "
                            "directory written by train.py or its checkpoints/best.ckpt")
-        cfg = OmegaConf.load(config_file)
+        cfg = OmegaConf.load(config_file) if config_file.is_file() else _config_of(artifact)
         target = cfg.model.net.get("_target_")
         if target not in TARGETS:
             raise SERError(f"{source}: export supports the MLP ({MLP_TARGET}) and Light-SERNet ({LIGHTSERNET_TARGET}); "
@@ -152,7 +154,11 @@ class ExportSource:
             state = ckpt["state_dict"]
             origin = "checkpoint"
         features = OmegaConf.to_container(cfg.data.features, resolve=True)
-        classes, normalize, prior_weight = _metadata(ckpt, checkpoint, state, results, cfg, run_dir)
+        if ckpt is None and standalone:  # no checkpoint: the artifact's own metadata has the hyper-parameters
+            classes, normalize, prior_weight = _metadata({"hyper_parameters": metadata}, run_dir / ARTIFACT, state,
+                                                         results, cfg, run_dir)
+        else:
+            classes, normalize, prior_weight = _metadata(ckpt, checkpoint, state, results, cfg, run_dir)
         net = None
         if target == MLP_TARGET:
             names = _layer_names(state)
@@ -408,6 +414,15 @@ def _artifact_layers(artifact: dict, names: list[str], run_dir: Path) -> dict[st
             raise SERError(f"{where}: layer {name}'s codes and scales do not give its stored weight; train the run again")
         layers[name] = layer
     return layers
+
+
+def _config_of(artifact: dict):
+    """The parts of a run's config that export reads, from a self-describing quantized.pt."""
+    metadata = artifact["metadata"]
+    return OmegaConf.create({"model": {"net": metadata["net_config"]},
+                             "data": {"features": metadata["features"],
+                                      "speaker_prior_weight": metadata.get("speaker_prior_weight", 0.0)},
+                             "quant": artifact.get("quantizer") or {}})
 
 
 def _metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor], results: dict | None, cfg,

@@ -157,6 +157,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
     )
     logger = _logger(cfg)
     quantization = hydra.utils.instantiate(cfg.quant) if cfg.get("quant") else None
+    if quantization is not None:
+        quantization.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
     callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
     fitted = fit(cfg, model, training_data, logger, callbacks)
     if not fitted.global_zero:  # under DDP only rank 0 reports and writes results

@@ -556,3 +556,17 @@ def test_an_enrolled_speaker_file_reads_back_for_a_frame_sequence_model(lightser
     assert predict_main([str(run_dir / "m.serq"), str(clips[3]), "--enroll", *map(str, clips[:3])]) == 0
     on_the_fly = json.loads(capsys.readouterr().out)
     assert with_file["emotion"] == on_the_fly["emotion"] and with_file["probabilities"] == on_the_fly["probabilities"]
+
+
+@pytest.mark.parametrize("run", ["default_run", "lightsernet_run"])
+def test_quantized_artifact_alone_exports_the_same_file(run, request, tmp_path):
+    """Deleting results.json, .hydra/ and the checkpoints must not stop ser export (the artifact describes itself)."""
+    import shutil
+
+    source = request.getfixturevalue(run)
+    run_dir = source[0] if isinstance(source, tuple) else source
+    assert export_main([str(run_dir), "-o", str(tmp_path / "full.serq")]) == 0
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("results.json", ".hydra", "checkpoints"))
+    assert export_main([str(bare), "-o", str(tmp_path / "bare.serq")]) == 0
+    assert (tmp_path / "bare.serq").read_bytes() == (tmp_path / "full.serq").read_bytes()

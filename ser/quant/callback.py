@@ -122,7 +122,7 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) 
                     log_target=True, reduction="batchmean")
 
 
-def _metadata(module: nn.Module, datamodule: Any) -> dict[str, Any]:
+def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | None) -> dict[str, Any]:
     """What a deployment needs besides the weights, so the artifact stands alone (no results.json,
     no .hydra/): class names, input shape, normalisation, feature settings and the network type."""
     hparams = dict(getattr(module, "hparams", {}))
@@ -135,6 +135,7 @@ def _metadata(module: nn.Module, datamodule: Any) -> dict[str, Any]:
         "speaker_prior_weight": float(hparams.get("speaker_prior_weight", 0.0)),
         "features": features.to_dict() if features is not None else None,
         "network": f"{type(net).__module__}.{type(net).__qualname__}",
+        "net_config": net_config,  # the network's constructor settings (model.net), to rebuild it
     }
 
 
@@ -207,6 +208,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self.greedy = greedy
         self.save_dir = save_dir
         self.results: dict[str, Any] = {}
+        # The network's config (model.net), set by the pipeline so that quantized.pt can be exported alone.
+        self.net_config: dict[str, Any] | None = None
         self.predictions: dict[str, list[int]] = {}
         self.allocation: dict[str, int] = {}
         self.artifact: dict[str, Any] | None = None
@@ -245,7 +248,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self._log(trainer, pl_module)
         save_dir = Path(self.save_dir or trainer.default_root_dir)
         if self.results.get("laq") and self.artifact is not None:
-            self.artifact["metadata"] = _metadata(pl_module, datamodule)
+            self.artifact["metadata"] = _metadata(pl_module, datamodule, self.net_config)
             self.save(save_dir / "quantized.pt")
 
     # -- the work, usable without a Trainer ----------------------------------------------
