@@ -44,7 +44,9 @@ def test_laq_chooses_per_layer_bits_on_a_conv_network():
     laq = results["laq"]
     assert [l["name"] for l in laq["layers"]] == ["0", "2", "5"]
     assert all(1 <= l["bits"] <= 8 for l in laq["layers"]) and laq["avg_bits"] < 8
-    assert 100 * (full - laq["val_acc"]) <= 3.0 + 1e-6
+    for layer in laq["layers"]:  # Eq. 5: each layer's drop within its own adaptive margin, or a flagged fallback
+        assert layer["drop"] <= layer["margin"] + 1e-6 or layer["fallback"]
+    assert laq["layers"][0]["margin"] != laq["layers"][1]["margin"], "margins adapt to each layer's importance"
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "weights restored after the search"
 
 
@@ -58,10 +60,14 @@ def test_greedy_baseline_is_reported_next_to_laq():
 
 def test_qat_fine_tuning_is_reported_next_to_laq():
     net, val, test = _conv_task()
-    loader = lambda: [(val.inputs, val.targets)]  # noqa: E731
+    gen = torch.Generator().manual_seed(1)  # fine-tuning data of the same task, apart from validation
+    y = torch.randint(0, 2, (256,), generator=gen)
+    x = torch.where(y[:, None] == 1, torch.linspace(-1, 1, 16), -torch.linspace(-1, 1, 16)) + 0.8 * torch.randn(256, 16, generator=gen)
+    loader = lambda: [(x[:, None, :], y)]  # noqa: E731
     laq = LayerwiseAdaptiveQuantization(fixed_bits=[], min_bits=1, max_bits=1, qat_epochs=20, qat_lr=1e-3).run(net, val, test, loader)["laq"]
     assert laq["qat"]["epochs"] == 20 and laq["qat"]["avg_bits"] == laq["avg_bits"]
-    assert laq["qat"]["val_acc"] >= laq["val_acc"]
+    # Fine-tuned on other data of the task, the 1-bit model keeps its held-out accuracy (within one point).
+    assert laq["qat"]["val_acc"] >= laq["val_acc"] - 0.01 and laq["qat"]["test_acc"] >= laq["test_acc"] - 0.01
 
 
 def test_default_run_quantizes_well_below_8_bits_within_the_margin(default_run):

@@ -8,6 +8,7 @@ import torch
 from torch.nn import functional as F
 
 from ser.data.features import FeatureConfig, FeatureExtractor
+from ser.errors import SERError
 from ser.runtime import model_file
 from ser.runtime.features import Extractor
 from ser.runtime.model import Graph, QuantizedModel, avgpool2d, conv2d_same
@@ -106,5 +107,5 @@ def test_a_file_with_a_graph_is_version_4_and_a_graph_model_refuses_pooled_vecto
     model = QuantizedModel.load(tmp_path / "g.serq")
     assert model.probabilities(np.zeros((2, 4), np.float32)).shape == (1, 2)
     assert model.probabilities(np.zeros((3, 2, 4), np.float32)).shape == (3, 2)
-    with pytest.raises(Exception, match="frame sequences"):
+    with pytest.raises(SERError, match="frame sequences"):
         model.probabilities(np.zeros((3, 8), np.float32))
