@@ -24,7 +24,8 @@ from ser.io import write_json, write_text
 from ser.models.module import SERClassifier
 from ser.quant.evaluation import SplitTensors, predict
 from ser.quant.quantizer import model_size_kb
-from ser.quant.report import accuracy_vs_bits_figure, render_markdown
+from ser.report.plots import save_figure
+from ser.report.run import render_run, run_figure
 from ser.transfer.batches import GraphDataModule
 from ser.transfer.nsl import teach
 
@@ -106,12 +107,12 @@ def _report(results: dict[str, Any], output_dir: Path, logger: TensorBoardLogger
     """Table 4 for this run: report.md, the console, and TensorBoard (text and Figure-1 plot)."""
     import matplotlib.pyplot as plt
 
-    markdown = render_markdown(results)
+    markdown = render_run(results)
     write_text(output_dir / "report.md", markdown)
     log.info("quantization report (%s):\n%s", output_dir / "report.md", markdown)
     logger.experiment.add_text("quant/report", markdown)
-    figure = accuracy_vs_bits_figure(results)
-    figure.savefig(output_dir / "accuracy_vs_bits.png", dpi=120)
+    figure = run_figure(results)
+    save_figure(figure, output_dir / "accuracy_vs_bits.png")
     logger.experiment.add_figure("quant/accuracy_vs_bits", figure)
     plt.close(figure)
 

@@ -60,7 +60,7 @@ def test_summary_lists_the_failed_job_and_writes_plots(sweep):
 
 
 def test_jobs_are_grouped_by_the_overrides_that_vary(tmp_path):
-    from ser.report import Job, group_jobs
+    from ser.report.sweep import Job, group_jobs
 
     jobs = [Job(tmp_path, {"model": m, "seed": s, "data": "emodb"}, None, "x") for m in ("mlp_2hl", "mlp_3hl") for s in "01"]
     groups = group_jobs(jobs)
@@ -68,7 +68,7 @@ def test_jobs_are_grouped_by_the_overrides_that_vary(tmp_path):
 
 
 def test_jobs_are_read_in_numeric_order(tmp_path):
-    from ser.report import find_jobs
+    from ser.report.sweep import find_jobs
 
     for job in ("10", "2"):
         (tmp_path / job / ".hydra").mkdir(parents=True)
@@ -90,12 +90,12 @@ def _results(n_params: int, test_acc: float, laq_acc: float, bits: float, transf
 
 
 def test_comparison_table_puts_groups_side_by_side_at_full_precision_and_after_laq(tmp_path):
-    from ser.report import Job, group_jobs, render_markdown
+    from ser.report.sweep import Job, group_jobs, render_summary
 
     jobs = [Job(tmp_path, {"model": "mlp", "seed": "0"}, _results(1000, 0.70, 0.60, 1.5), None),
             Job(tmp_path, {"model": "mlp", "seed": "1"}, _results(1000, 0.80, 0.70, 2.5), None),
             Job(tmp_path, {"model": "lightsernet", "seed": "0"}, _results(461703, 0.75, 0.65, 3.0, transfer=True), None)]
-    summary = render_markdown(tmp_path, group_jobs(jobs))
+    summary = render_summary(tmp_path, group_jobs(jobs))
     table = summary.split("## Comparison")[1].split("\n## ")[0]
     assert "| model=mlp | 1,000 | 75.00 ± 7.07 | 4.0 ± 0.0 | 65.00 ± 7.07 | 20.0 ± 7.1 | 2.00 ± 0.71 | – | – |" in table
     assert "| model=lightsernet | 461,703 | 75.00 ± 0.00 | 1846.8 ± 0.0 | 65.00 ± 0.00 | 30.0 ± 0.0 | 3.00 ± 0.00 | – | – |" in table
@@ -113,7 +113,7 @@ def _fold(classes: list[str], labels: list[str], baseline: list[str], laq: list[
 
 
 def test_pooled_scores_count_every_test_utterance_of_every_fold_once(tmp_path):
-    from ser.report import Group, Job, pooled
+    from ser.report.sweep import Group, Job, pooled
 
     # Fold 0: 3 utterances; fold 1: 1 utterance, with the classes in another order.
     folds = [_fold(["a", "b"], ["a", "a", "b"], ["a", "b", "b"], ["a", "a", "a"]),
@@ -128,11 +128,11 @@ def test_pooled_scores_count_every_test_utterance_of_every_fold_once(tmp_path):
 
 
 def test_summary_has_a_pooled_table_and_pooled_columns_in_the_csv(tmp_path):
-    from ser.report import Group, Job, render_markdown, write_csv
+    from ser.report.sweep import Group, Job, render_summary, write_csv
 
     folds = [_fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"]), _fold(["a", "b"], ["a", "b"], ["b", "b"], ["b", "b"])]
     group = Group((), [Job(tmp_path, {"data.split.fold": str(k)}, r, None) for k, r in enumerate(folds)])
-    summary = render_markdown(tmp_path, [group])
+    summary = render_summary(tmp_path, [group])
     assert "Pooled over the 4 test utterances of 2 job(s)" in summary
     assert "| 32-bit baseline | 75.00 | 75.00 | 75.00 ± 35.36 | 75.00 ± 35.36 | 4.0 ± 0.0 | 32 |" in summary
     assert "| LAQ | 50.00 | 50.00 | 50.00 ± 0.00 | 50.00 ± 0.00 | 20.0 ± 0.0 | 2.00 ± 0.00 |" in summary

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ser.report.plots import accuracy_axes, draw_curve, finish
 
 
 def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -27,7 +24,7 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def render_markdown(results: dict[str, Any]) -> str:
+def render_run(results: dict[str, Any]) -> str:
     lines = [
         f"# {results['data']} (seed {results['seed']}, {results['n_params']:,} parameters)",
         "",
@@ -72,20 +69,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def accuracy_vs_bits_figure(results: dict[str, Any]):
+def run_figure(results: dict[str, Any]):
     """Test accuracy against average bit-width: the fixed curve and the LAQ star (Figure 1)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = accuracy_axes(f"{results['data']}, seed {results['seed']}")
     fixed = sorted(results.get("fixed", []), key=lambda f: f["avg_bits"])
-    if fixed:
-        ax.plot([f["avg_bits"] for f in fixed], [100 * f["test_acc"] for f in fixed], "o-", label="fixed")
+    laq = results.get("laq")
+    draw_curve(ax, "", "C0", [f["avg_bits"] for f in fixed], [100 * f["test_acc"] for f in fixed],
+               laq=(laq["avg_bits"], 100 * laq["test_acc"], 0.0, 0.0) if laq else None)
     ax.axhline(100 * results["baseline"]["test_acc"], color="gray", linestyle="--", label="32-bit baseline")
-    if results.get("laq"):
-        laq = results["laq"]
-        ax.plot([laq["avg_bits"]], [100 * laq["test_acc"]], "*", markersize=16, color="crimson", label="LAQ")
-    ax.set_xlabel("average bit-width (Eq. 6)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{results['data']}, seed {results['seed']}")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    finish(fig, ax)
     return fig

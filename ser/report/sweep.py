@@ -2,6 +2,8 @@
 
     python -m ser.report multirun/2026-11-21_12-00-00      (or: ser report …)
 
+(``ser.report.run`` is the report of a single run, written by the pipeline.)
+
 Every job directory of the sweep (one with ``.hydra/overrides.yaml``) counts: finished jobs
 by their ``results.json``, failed ones by ``failed.json`` (or by having neither). Jobs are
 grouped by the overrides that vary across the sweep, except the replicate keys (``seed`` and
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import sys
@@ -34,6 +35,7 @@ import yaml  # noqa: E402
 
 from ser.errors import SERError  # noqa: E402
 from ser.io import atomic_path, write_text  # noqa: E402
+from ser.report.plots import accuracy_axes, draw_curve, finish, save_figure  # noqa: E402
 
 REPLICATE_KEYS = ("seed", "data.split.fold")
 BITS = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -233,7 +235,7 @@ def _comparison(groups: Sequence[Group]) -> list[str]:
     return lines + [""]
 
 
-def render_markdown(root: Path, groups: Sequence[Group]) -> str:
+def render_summary(root: Path, groups: Sequence[Group]) -> str:
     lines = [f"# Summary of {root}", ""]
     if len(groups) > 1:
         lines += _comparison(groups)
@@ -300,27 +302,18 @@ def write_csv(path: Path, groups: Sequence[Group]) -> None:
 
 def accuracy_vs_bits_figure(groups: Sequence[Group]):
     """Fixed-bit curves (mean ± std) and LAQ stars per group, as the paper's Figures 1 and 3."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = accuracy_axes(size=(6, 4))
+    ax.set_ylabel("test accuracy (%), mean ± std")
     for i, group in enumerate(groups):
         stats = summarize(group)
         if "baseline/test_acc" not in stats:
             continue
-        color = f"C{i % 10}"
         bits = [b for b in BITS if f"fixed{b}/test_acc" in stats]
-        if bits:
-            ax.errorbar(bits, [100 * stats[f"fixed{b}/test_acc"][0] for b in bits],
-                        yerr=[100 * stats[f"fixed{b}/test_acc"][1] for b in bits], marker="o", color=color,
-                        capsize=2, label=f"{group.name} fixed")
-        if "laq/test_acc" in stats:
-            ax.errorbar([stats["laq/avg_bits"][0]], [100 * stats["laq/test_acc"][0]], xerr=[stats["laq/avg_bits"][1]],
-                        yerr=[100 * stats["laq/test_acc"][1]], marker="*", markersize=15, color=color, capsize=2,
-                        linestyle="none", label=f"{group.name} LAQ")
-    ax.set_xlabel("average bit-width")
-    ax.set_ylabel("test accuracy (%), mean ± std")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # a sweep with quant=none has no curves
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        laq = (stats["laq/avg_bits"][0], 100 * stats["laq/test_acc"][0], stats["laq/avg_bits"][1],
+               100 * stats["laq/test_acc"][1]) if "laq/test_acc" in stats else None
+        draw_curve(ax, group.name, f"C{i % 10}", bits, [100 * stats[f"fixed{b}/test_acc"][0] for b in bits],
+                   [100 * stats[f"fixed{b}/test_acc"][1] for b in bits], laq)
+    finish(fig, ax, legend_size=7)
     return fig
 
 
@@ -338,13 +331,6 @@ def accuracy_by_group_figure(groups: Sequence[Group]):
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def _save_figure(figure, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
 
 
 def _tensorboard(root: Path, groups: Sequence[Group], markdown: str, figures: dict[str, Any]) -> None:
@@ -370,12 +356,12 @@ def report(root: str | Path, replicate_keys: Sequence[str] = REPLICATE_KEYS) -> 
     if not jobs:
         raise SERError(f"{root}: no Hydra jobs (.hydra/overrides.yaml) under it; pass a multirun directory")
     groups = group_jobs(jobs, replicate_keys)
-    markdown = render_markdown(root, groups)
+    markdown = render_summary(root, groups)
     write_text(root / "summary.md", markdown)
     write_csv(root / "summary.csv", groups)
     figures = {"accuracy_vs_bits": accuracy_vs_bits_figure(groups), "accuracy_by_group": accuracy_by_group_figure(groups)}
     for name, figure in figures.items():
-        _save_figure(figure, root / f"{name}.png")
+        save_figure(figure, root / f"{name}.png")
     _tensorboard(root, groups, markdown, figures)
     for figure in figures.values():
         plt.close(figure)
