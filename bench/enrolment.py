@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.data.audio import load_audio
+from ser.dsp.audio import load_audio
 from ser.export import ExportSource, write_serq
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel

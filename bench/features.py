@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ser.data import synthetic
-from ser.data.audio import load_audio
+from ser.dsp.audio import load_audio
 from ser.data.datamodule import default_cache_dir
 from ser.data.extraction import ThreadPolicy, _cpus, extract_signals
 from ser.data.features import FeatureConfig, FeatureExtractor

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ser.data.audio import load_audio
+from ser.dsp.audio import load_audio
 from ser.data.features import FeatureExtractor
 from ser.export import ExportSource, _Deployed, theoretical_bytes, write_serq
 from ser.runtime.features import Extractor

@@ -5,7 +5,7 @@ and saved it (``<run>/quantized.pt``, format ``ser-quant-v2``): each layer's bit
 integer codes, scales and shipped (recovered, possibly bias-corrected) bias, and the rest of
 the state (standardisation, population statistics). Codes are copied, never recomputed from
 float weights, and every weight the ``.serq`` file and the ONNX graph hold is
-``ser.quant.grid.dequantize`` of them, so the deployed model predicts what ``results.json``'s
+``ser.dsp.grid.dequantize`` of them, so the deployed model predicts what ``results.json``'s
 ``laq`` row measured.
 
 Light-SERNet runs export as a graph of operations (``ser.runtime.model``): each batch norm is
@@ -38,7 +38,7 @@ from torch import nn
 
 from ser.errors import SERError
 from ser.models.mlp import MLP
-from ser.quant import grid as grids
+from ser.dsp import grid as grids
 from ser.quant.quantizer import QuantizerConfig, quantizable_layers, quantize_tensor
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
@@ -243,7 +243,7 @@ def _network(cfg, ckpt: dict | None, artifact: dict | None, features: dict, clas
     """The run's network (``model.net`` of its config) holding ``state``'s weights, in eval mode."""
     import hydra
 
-    from ser.data.feature_config import FeatureConfig
+    from ser.dsp.feature_config import FeatureConfig
 
     n_features = (ckpt or {}).get("hyper_parameters", {}).get("n_features") \
         or ((artifact or {}).get("metadata") or {}).get("n_features") or list(FeatureConfig(**features).shape)
@@ -356,7 +356,7 @@ def _lightsernet_graph(net: nn.Module, layers: dict[str, ExportLayer], features:
     """Light-SERNet (``ser.models.lightsernet``) as ops: the (coefficients, frames) input turned into a
     (frames, coefficients) image, three parallel paths, their concatenation, the blocks, global average
     pooling and the classifier (dropout is the identity at inference)."""
-    from ser.data.feature_config import FeatureConfig
+    from ser.dsp.feature_config import FeatureConfig
 
     g = _GraphBuilder(layers)
     image = g.add("unsqueeze", [g.add("transpose", ["input"], "frames", perm=[0, 2, 1])], "image", axis=1)
@@ -489,7 +489,7 @@ def write_serq(source: ExportSource, path: str | Path) -> int:
 class _Deployed(nn.Module):
     """[Speaker z-score →] standardise → the run's MLP with dequantized weights → softmax, as one graph for ONNX.
 
-    The weights are ``ser.quant.grid.dequantize`` of the exported codes and the biases the
+    The weights are ``ser.dsp.grid.dequantize`` of the exported codes and the biases the
     exported ones: the same numbers as the ``.serq`` file. A speaker-normalised model takes the
     speaker's statistics as two more inputs, one row per feature row, so that raw features can
     never be fed to it by mistake.

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ser.data.audio import load_audio
+from ser.dsp.audio import load_audio
 from ser.export import ARTIFACT_FORMAT, ExportSource, main as export_main, theoretical_bytes
 from ser.models.mlp import MLP
 from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, quantize_tensor
@@ -120,7 +120,7 @@ def test_exported_file_holds_the_artifacts_codes_scales_biases_and_statistics(ex
         np.testing.assert_array_equal(arrays[f"{spec['name']}.codes"], stored["codes"].numpy())
         np.testing.assert_array_equal(arrays[f"{spec['name']}.scales"], stored["scales"].numpy())
         np.testing.assert_array_equal(arrays[f"{spec['name']}.bias"], stored["bias"].numpy())
-        np.testing.assert_array_equal(layer.weight, stored["weight"].numpy())  # dequantized through ser.quant.grid
+        np.testing.assert_array_equal(layer.weight, stored["weight"].numpy())  # dequantized through ser.dsp.grid
         np.testing.assert_array_equal(layer.weight, artifact["state_dict"][f"{spec['name']}.weight"].numpy())
         np.testing.assert_array_equal(layer.bias, artifact["state_dict"][f"{spec['name']}.bias"].numpy())
     for name in ("feature_mean", "feature_std"):
@@ -520,7 +520,7 @@ def lightsernet_speaker_run(tiny_manifest, cache_dir, tmp_path_factory):
 
 
 def test_speaker_normalised_lightsernet_runs_like_its_torch_model(lightsernet_speaker_run, cache_dir):
-    from ser.data import speaker_norm
+    from ser.dsp import speaker_norm
 
     run_dir = lightsernet_speaker_run
     model = QuantizedModel.load(run_dir / "m.serq")

@@ -4,7 +4,7 @@ Every corpus spells emotions its own way (German initials in EMODB, letter prefi
 SAVEE, English words in mixed case in TESS), so all of them are mapped onto one canonical
 English vocabulary; that lets a model trained on one corpus be scored on another. Nothing
 here decodes audio: listing a corpus must stay cheap and must not fail on a broken clip,
-which ``ser.data.audio`` reports later with its own message.
+which ``ser.dsp.audio`` reports later with its own message.
 """
 
 from __future__ import annotations

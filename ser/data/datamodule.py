@@ -20,8 +20,9 @@ import torch
 from platformdirs import user_cache_path
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from ser.data import speaker_norm, splits, synthetic
-from ser.data.audio import AudioChecks
+from ser.data import splits, synthetic
+from ser.dsp import speaker_norm
+from ser.dsp.audio import AudioChecks
 from ser.data.corpora import Utterance, class_order, load_corpus
 from ser.data.extraction import load_features
 from ser.data.features import FeatureConfig

@@ -28,7 +28,7 @@ import torch
 from filelock import FileLock
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ser.data.audio import AudioChecks, load_audio
+from ser.dsp.audio import AudioChecks, load_audio
 from ser.data.cache import FeatureCache, Result
 from ser.data.corpora import Utterance
 from ser.data.features import FeatureConfig, FeatureExtractor, resolve_device

@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ser.data import filters
-from ser.data.feature_config import FeatureConfig
+from ser.dsp import filters
+from ser.dsp.feature_config import FeatureConfig
 
 __all__ = ["FeatureConfig", "FeatureExtractor", "resolve_device"]
 

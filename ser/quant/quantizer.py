@@ -1,7 +1,7 @@
 """Weight-only fake quantization of Linear and Conv layers at 1 to 8 bits.
 
 Every quantized weight is ``level(code) · scale``: an unsigned integer code per weight, a grid
-that maps codes to levels (``ser.quant.grid``, the single numpy-only definition the runtime
+that maps codes to levels (``ser.dsp.grid``, the single numpy-only definition the runtime
 shares), and one scale per layer or per output channel (``per_channel``).
 
 Grids (``grid``):
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ser.errors import SERError
-from ser.quant import grid as grids
+from ser.dsp import grid as grids
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.data import filters
-from ser.data.feature_config import FeatureConfig
+from ser.dsp import filters
+from ser.dsp.feature_config import FeatureConfig
 from ser.errors import SERError
 from ser.runtime import model_file, packing
 
@@ -121,7 +121,7 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True) -> d
         f"#define SER_SCRATCH_BYTES_ESTIMATE {scratch}", "",
         "typedef struct {",
         "    int in, out, bits;",
-        "    int grid;      /* 0: symmetric, 1: full (ser/quant/grid.py) */",
+        "    int grid;      /* 0: symmetric, 1: full (ser/dsp/grid.py) */",
         "    int n_scales;  /* 1, or one per output row */",
         "    int relu;",
         "    const unsigned char *codes; /* in*out codes of `bits` bits, one continuous LSB-first stream, row-major */",

@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ser.data.audio import load_audio
-from ser.data.feature_config import FeatureConfig
-from ser.data.speaker_norm import SpeakerStats
+from ser.dsp.audio import load_audio
+from ser.dsp.feature_config import FeatureConfig
+from ser.dsp.speaker_norm import SpeakerStats
 from ser.errors import SERError
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel

@@ -2,7 +2,7 @@
 
 A quantized model only works on the inputs it was trained on, so this must reproduce
 ``ser.data.features.FeatureExtractor`` number for number (tests hold it to a relative 1e-4).
-It shares the filterbanks, DCT and delta kernel in ``ser.data.filters`` with the torch
+It shares the filterbanks, DCT and delta kernel in ``ser.dsp.filters`` with the torch
 extractor; what differs is only that one utterance needs no padding masks,
 so every frame is valid and pooling is plain statistics over all frames.
 
@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ser.data import filters
-from ser.data.feature_config import FeatureConfig
+from ser.dsp import filters
+from ser.dsp.feature_config import FeatureConfig
 
 __all__ = ["Extractor", "extract"]
 

@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate = args.rate or model.features.sample_rate
             chunks = _stdin_chunks(sys.stdin.buffer, max(1, round(args.hop * rate)))
         else:
-            from ser.data.audio import load_audio
+            from ser.dsp.audio import load_audio
 
             rate = model.features.sample_rate
             chunks = iter([load_audio(args.input, rate)])

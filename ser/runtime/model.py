@@ -1,4 +1,4 @@
-"""Run a ``.serq`` model with numpy: dequantize once (``ser.quant.grid``, each layer's own grid), then
+"""Run a ``.serq`` model with numpy: dequantize once (``ser.dsp.grid``, each layer's own grid), then
 [speaker z-score →] standardise → network → softmax.
 
 The network is the MLP of the file's ``layers`` (in order), or, when the header has a
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.data import speaker_norm
-from ser.data.feature_config import FeatureConfig
-from ser.data.speaker_norm import RunningSpeakerStats, SpeakerStats
+from ser.dsp import speaker_norm
+from ser.dsp.feature_config import FeatureConfig
+from ser.dsp.speaker_norm import RunningSpeakerStats, SpeakerStats
 from ser.errors import SERError
-from ser.quant import grid as grids  # numpy only (ser.quant's __init__ imports nothing)
+from ser.dsp import grid as grids  # numpy only (ser.quant's __init__ imports nothing)
 from ser.runtime import model_file
 
 NORMALIZE = speaker_norm.NORMALIZE
@@ -29,7 +29,7 @@ NORMALIZE = speaker_norm.NORMALIZE
 def dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, grid: str = "symmetric") -> np.ndarray:
     """Weights (float32) from unsigned codes: level(code) · scale of the row (or of the layer).
 
-    The levels are ``ser.quant.grid``'s, the quantizer's own definition: ``symmetric``
+    The levels are ``ser.dsp.grid``'s, the quantizer's own definition: ``symmetric``
     (1 bit → ±α; b bits → (code − (2^(b−1)−1)) · scale) or ``full`` (code − (2^b − 1)/2) · scale.
     """
     return grids.dequantize(codes, scales, bits, grid)

@@ -13,7 +13,7 @@ per-layer scales and biases as float32, and the weights as integer codes packed 
 continuous bit stream. The SHA-256 of everything before it is checked on load, so a truncated
 or corrupted file is refused instead of silently mispredicting.
 
-Each layer names its quantization ``grid`` (``ser.quant.grid``: ``symmetric``, the paper's, or
+Each layer names its quantization ``grid`` (``ser.dsp.grid``: ``symmetric``, the paper's, or
 ``full``); a layer without one is ``symmetric``, as every file from before grids were recorded.
 
 A model other than the MLP (Light-SERNet) carries a ``network`` entry: ``{"kind": "graph",

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ser.data.audio import load_audio
-from ser.data.speaker_norm import SpeakerStats
+from ser.dsp.audio import load_audio
+from ser.dsp.speaker_norm import SpeakerStats
 from ser.errors import SERError
 from ser.runtime import enroll
 from ser.runtime.features import Extractor

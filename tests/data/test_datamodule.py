@@ -85,7 +85,7 @@ def test_unknown_on_error_policy_is_rejected(tiny_manifest, cache_dir):
 
 
 def test_feature_blocks_cover_the_pooled_vector_in_order():
-    from ser.data.feature_config import FeatureConfig
+    from ser.dsp.feature_config import FeatureConfig
 
     blocks = FeatureConfig(stats=("mean", "std"), deltas=True).blocks()
     assert [name for name, _ in blocks][:4] == ["mean/mfcc", "mean/chroma", "mean/mel", "mean/delta"]

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from ser.data import cache as cache_module
 from ser.data import extraction
-from ser.data.audio import AudioChecks
+from ser.dsp.audio import AudioChecks
 from ser.data.cache import FeatureCache, unpack
 from ser.data.corpora import load_corpus
 from ser.data.extraction import load_features

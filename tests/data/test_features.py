@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser.data import filters
+from ser.dsp import filters
 from ser.data.features import FeatureConfig, FeatureExtractor
 from ser.errors import SERError
 

@@ -8,7 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from ser.quant import grid
+from ser.dsp import grid
 from ser.quant.callback import LayerwiseAdaptiveQuantization
 from ser.quant.evaluation import SplitTensors, accuracy, predict
 

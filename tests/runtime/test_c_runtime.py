@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser.data.audio import load_audio
+from ser.dsp.audio import load_audio
 from ser.export import main as export_main
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel

@@ -56,8 +56,8 @@ def test_dequantize_maps_codes_to_the_full_grids_half_integer_levels_per_row():
 
 
 def test_runtime_dequantizes_with_the_quantizers_own_grid_definition():
-    """One mapping for quantizer, exporter and runtime: ``ser.quant.grid``."""
-    from ser.quant import grid
+    """One mapping for quantizer, exporter and runtime: ``ser.dsp.grid``."""
+    from ser.dsp import grid
 
     rng = np.random.default_rng(0)
     for name in grid.GRIDS:
@@ -71,7 +71,7 @@ def _tiny_model(path, layer: dict, codes, bits=2):
     """A complete one-layer model file (3 features, 2 classes) with ``layer``'s extra header keys."""
     from dataclasses import asdict
 
-    from ser.data.feature_config import FeatureConfig
+    from ser.dsp.feature_config import FeatureConfig
 
     header = {"classes": ["a", "b"], "features": asdict(FeatureConfig()), "quantizer": {"per_channel": False},
               "layers": [{"name": "net.0", "shape": [2, 3], "bits": bits, "activation": "none", **layer}]}
@@ -116,7 +116,7 @@ def test_the_runtime_and_the_grid_module_import_without_torch():
     from tests.conftest import REPO
 
     code = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'lightning', 'hydra', 'omegaconf', 'scipy'])); "
-            "import ser.quant.grid, ser.runtime.model, ser.runtime.predict; "
+            "import ser.dsp.grid, ser.runtime.model, ser.runtime.predict; "
             "assert not any(m.startswith(('torch', 'lightning')) and sys.modules[m] for m in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

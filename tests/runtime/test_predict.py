@@ -64,7 +64,7 @@ def tiny_model(tmp_path_factory):
 
     import numpy as np
 
-    from ser.data.feature_config import FeatureConfig
+    from ser.dsp.feature_config import FeatureConfig
     from ser.runtime import model_file
     from ser.runtime.model_file import Section
 

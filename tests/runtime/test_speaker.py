@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.data import speaker_norm
-from ser.data.audio import load_audio
+from ser.dsp import speaker_norm
+from ser.dsp.audio import load_audio
 from ser.export import ExportSource, theoretical_bytes
 from ser.models.mlp import MLP
 from ser.quant.quantizer import QuantizedWeights

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ser.quant import grid
+from ser.dsp import grid
 from ser.quant.quantizer import QuantizerConfig, quantize_tensor
 
 
@@ -44,7 +44,7 @@ def test_codes_and_scales_dequantize_to_the_quantized_weight(name, bits, per_cha
 
 
 def test_grid_module_needs_no_torch():
-    code = "import sys, ser.quant.grid as g; g.dequantize(g.quantize_codes([[0.3]], [1.0], 2, 'full'), [1.0], 2, 'full'); print('torch' in sys.modules)"
+    code = "import sys, ser.dsp.grid as g; g.dequantize(g.quantize_codes([[0.3]], [1.0], 2, 'full'), [1.0], 2, 'full'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ser.data.audio import AudioChecks, load_audio
+from ser.dsp.audio import AudioChecks, load_audio
 from ser.errors import DataError
 
 

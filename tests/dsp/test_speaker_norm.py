@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser.data import speaker_norm
-from ser.data.speaker_norm import RunningSpeakerStats, SpeakerStats, normalize_by_speaker, statistics
+from ser.dsp import speaker_norm
+from ser.dsp.speaker_norm import RunningSpeakerStats, SpeakerStats, normalize_by_speaker, statistics
 
 RNG = np.random.default_rng(0)
 FEATURES = RNG.normal(3.0, 2.0, size=(12, 4)).astype(np.float32)
