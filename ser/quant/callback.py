@@ -438,12 +438,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
             for name in allocation:
                 parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
         module.eval()
-        shipped = {}
-        with torch.no_grad():
-            for name, bits in allocation.items():
-                t = quantizer.quantize_tensor(layers[name].weight, bits, self.config, scales=tensors[name].scales)
-                layers[name].weight.copy_(t.weight)
-                shipped[name] = t
+        shipped = quantizer.quantize_(module, allocation, self.config, {name: t.scales for name, t in tensors.items()})
         self.artifact = self._artifact(module, allocation, shipped)
         return {"epochs": self.recovery_epochs, "chosen_epoch": best_epoch, "lr": self.recovery_lr,
                 "distill": d, "temperature": T, "seconds": time.perf_counter() - start, "curve": curve}

@@ -29,6 +29,7 @@ b ← b + (W − W_q)·E[x], E[x] the layer's mean input on the training data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -171,6 +172,29 @@ def fake_quantize(weight: torch.Tensor, bits: int, grid: str, scales: torch.Tens
     s = scales.to(w).reshape(-1, 1)
     q = _levels(bits, grid, w)[_codes(w.detach(), s, bits, grid)] * s
     return weight + (q.reshape(weight.shape) - weight).detach()
+
+
+def quantize_(
+    module: nn.Module,
+    allocation: Mapping[str, int],
+    config: QuantizerConfig = QuantizerConfig(),
+    scales: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, QuantizedTensor]:
+    """Quantize ``module``'s layers in place, each to its width in ``allocation`` ({layer name: bits},
+    the per-layer configuration, as torchao's ``quantize_`` takes a config per module name);
+    layers not named are left alone. ``scales`` keeps given scales per layer (recovery trains at
+    fixed scales). Returns each layer's codes, scales and dequantized weight."""
+    layers = quantizable_layers(module)
+    unknown = sorted(set(allocation) - set(layers))
+    if unknown:
+        raise SERError(f"no quantizable layer named {', '.join(unknown)}; the model has {', '.join(layers)}")
+    out = {}
+    with torch.no_grad():
+        for name, bits in allocation.items():
+            tensor = quantize_tensor(layers[name].weight, bits, config, scales=(scales or {}).get(name))
+            layers[name].weight.copy_(tensor.weight)
+            out[name] = tensor
+    return out
 
 
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:

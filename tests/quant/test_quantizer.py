@@ -156,3 +156,25 @@ def test_file_size_adds_the_standardisation_buffers_and_the_header_to_the_weight
     bits = {"0": 2, "2": 2}
     # 20 float32 standardisation values; the batch norm's running statistics are folded away.
     assert file_size_kb(net, bits) == pytest.approx(model_size_kb(net, bits) + 20 * 4 / 1000 + FILE_OVERHEAD_KB)
+
+
+def test_quantize_sets_each_named_layer_to_its_width_and_leaves_the_others():
+    from ser.dsp import grid
+    from ser.quant.quantizer import quantize_
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    untouched = net[2].weight.detach().clone()
+    config = QuantizerConfig(grid="full", scale="mse")
+    (tensor,) = quantize_(net, {"0": 2}, config).values()
+    assert len(torch.unique(net[0].weight)) <= 4 and torch.equal(net[2].weight, untouched)
+    expected = grid.dequantize(tensor.codes.numpy(), tensor.scales.numpy(), 2, "full")
+    assert torch.equal(net[0].weight, torch.from_numpy(expected)) and tensor.bits == 2
+
+
+def test_quantize_names_a_layer_the_model_does_not_have():
+    from ser.errors import SERError
+    from ser.quant.quantizer import quantize_
+
+    with pytest.raises(SERError, match="no quantizable layer named 9"):
+        quantize_(nn.Sequential(nn.Linear(2, 2)), {"9": 4})
