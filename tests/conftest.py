@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,13 +65,21 @@ def env_path(name: str) -> Path:
     return Path(value)
 
 
-def _starts_runs(function) -> bool:
-    """Whether a test or fixture function starts training runs or other processes (seconds each)."""
+_RUN_SIGNS = ("run_train(", "subprocess.", "export_main(", "train.py")
+
+
+def _starts_runs(function, depth: int = 2) -> bool:
+    """Whether a test or fixture function starts training runs or other processes (seconds each),
+    itself or through the module's private helpers it calls (``_helper(...)``)."""
     try:
         source = inspect.getsource(function)
     except (OSError, TypeError):
         return False
-    return any(sign in source for sign in ("run_train(", "subprocess.", "export_main(", "train.py"))
+    if any(sign in source for sign in _RUN_SIGNS):
+        return True
+    helpers = getattr(function, "__globals__", {})
+    return depth > 0 and any(_starts_runs(helpers[name], depth - 1) for name in set(re.findall(r"\b(_\w+)\(", source))
+                             if inspect.isfunction(helpers.get(name)))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -26,36 +26,34 @@ class SpeakerRun:
     datamodule: object  # the run's SERDataModule, set up (features, speaker-normalised inputs, split)
 
 
-@pytest.fixture(scope="session")
-def speaker_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
-    """``data.normalize=speaker`` with shrinkage toward the population, on the 84-file built-in corpus."""
-    run_dir = tmp_path_factory.mktemp("speaker_run")
+def _speaker_run(name: str, overrides: tuple[str, ...], export: list[str], tiny_manifest, cache_dir,
+                 tmp_path_factory) -> SpeakerRun:
+    """Train ``data.normalize=speaker`` (shrinkage toward the population) on the 84-file built-in
+    corpus with ``overrides``, export it with ``export`` and set up its datamodule again."""
+    run_dir = tmp_path_factory.mktemp(name)
     proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
-                     f"data.speaker_prior_weight={PRIOR_WEIGHT}", "trainer.max_epochs=3", "quant=none", *SMALL_FEATURES,
+                     f"data.speaker_prior_weight={PRIOR_WEIGHT}", "trainer.max_epochs=3", *overrides, *SMALL_FEATURES,
                      cache_dir=cache_dir, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert export_main([str(run_dir), "--bits", "8", "-o", str(run_dir / "model.serq")]) == 0
+    assert export_main([str(run_dir), *export, "-o", str(run_dir / "model.serq")]) == 0
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg.data.cache_dir = str(cache_dir)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup()
     return SpeakerRun(run_dir, run_dir / "model.serq", datamodule)
+
+
+@pytest.fixture(scope="session")
+def speaker_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
+    """Full precision (quant=none), exported at 8 bits."""
+    return _speaker_run("speaker_run", ("quant=none",), ["--bits", "8"], tiny_manifest, cache_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def speaker_laq_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
     """The same corpus and normalisation with the default LAQ (full grid, recovery), exported from quantized.pt."""
-    run_dir = tmp_path_factory.mktemp("speaker_laq_run")
-    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
-                     f"data.speaker_prior_weight={PRIOR_WEIGHT}", "trainer.max_epochs=3", "quant.fixed_bits=[]",
-                     "quant.recovery_epochs=3", *SMALL_FEATURES, cache_dir=cache_dir, run_dir=run_dir)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert export_main([str(run_dir), "-o", str(run_dir / "model.serq")]) == 0
-    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
-    cfg.data.cache_dir = str(cache_dir)
-    datamodule = hydra.utils.instantiate(cfg.data)
-    datamodule.setup()
-    return SpeakerRun(run_dir, run_dir / "model.serq", datamodule)
+    return _speaker_run("speaker_laq_run", ("quant.fixed_bits=[]", "quant.recovery_epochs=3"), [], tiny_manifest,
+                        cache_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
