@@ -1,4 +1,5 @@
-"""One training run: data → model → fit → best checkpoint → validate/test → results.json.
+"""One training run, read as build → fit → collect: data [→ teacher → graph] → model → fit →
+best checkpoint → validate/test → quantization (a callback) → results.json and report.md.
 
 Kept apart from ``train.py`` so tests and other entry points can run a composed config
 without going through the command line.
@@ -135,9 +136,21 @@ def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantizat
     }
 
 
-def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
-    """Run the configured experiment and return (and write) its results; None in a DDP worker process."""
-    output_dir = Path(output_dir)
+@dataclass
+class Built:
+    """Everything one run trains and evaluates, built from its config."""
+
+    datamodule: SERDataModule
+    training_data: L.LightningDataModule  # the datamodule, or (NSL) its graph batches around it
+    model: SERClassifier
+    logger: TensorBoardLogger
+    callbacks: list[L.Callback]
+    quantization: Any  # the quantization callback (conf/quant), or None with quant=none
+    transfer: dict[str, Any] | None  # what knowledge transfer did, for results.json
+
+
+def build(cfg: DictConfig, output_dir: Path) -> Built:
+    """Seed, data (its splits saved), [the NSL teacher and graph], the model, logger and callbacks."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: SERDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
@@ -161,10 +174,12 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
     if quantization is not None:
         quantization.net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
     callbacks = _callbacks(cfg) + ([quantization] if quantization is not None else [])
-    fitted = fit(cfg, model, training_data, logger, callbacks)
-    if not fitted.global_zero:  # under DDP only rank 0 reports and writes results
-        return None
+    return Built(datamodule, training_data, model, logger, callbacks, quantization, transfer)
 
+
+def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> dict[str, Any]:
+    """results.json, report.md and the TensorBoard summary of a fitted run."""
+    datamodule, model, logger, quantization = built.datamodule, built.model, built.logger, built.quantization
     n_params = model.n_params()
     results: dict[str, Any] = {
         "data": datamodule.corpus,
@@ -188,8 +203,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
         "skipped": datamodule.prepared.problems,
         "best_checkpoint": fitted.best_checkpoint,
     }
-    if transfer is not None:
-        results["transfer"] = transfer
+    if built.transfer is not None:
+        results["transfer"] = built.transfer
     results["test_predictions"] = _test_predictions(model, datamodule, quantization)
     metrics = {f"hparams/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar")}
     if quantization is not None:
@@ -208,3 +223,14 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
         n_params, output_dir / "results.json",
     )
     return results
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
+    """Build → fit → collect: run the configured experiment and return (and write) its results;
+    None in a DDP worker process (only rank 0 reports and writes)."""
+    output_dir = Path(output_dir)
+    built = build(cfg, output_dir)
+    fitted = fit(cfg, built.model, built.training_data, built.logger, built.callbacks)
+    if not fitted.global_zero:
+        return None
+    return collect(cfg, built, fitted, output_dir)
