@@ -1,1 +1,1 @@
-"""Corpus → audio → features → splits → LightningDataModule."""
+"""Corpus → features (decoded and filtered with ``ser.dsp``) → splits → LightningDataModule."""
