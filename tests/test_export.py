@@ -527,7 +527,7 @@ def test_speaker_normalised_lightsernet_runs_like_its_torch_model(lightsernet_sp
     assert model.normalize == "speaker" and model.population.mean.shape == (40, 1)
     x, _, _, dm = _split(run_dir, cache_dir)  # x: the inputs training saw (z-scored per speaker)
     reference = _torch_reference(run_dir, x)
-    prepared, blocks = dm.prepared, [block for _, block in dm.feature_config.blocks()]
+    prepared, blocks = dm.prepared, dm.feature_config.block_slices()
     test = prepared.split.test
     speakers = np.array([prepared.utterances[i].speaker for i in test])
     raw = prepared.features[test]

@@ -32,8 +32,6 @@ from ser.errors import DataError
 
 log = logging.getLogger(__name__)
 
-STD_FLOOR = speaker_norm.STD_FLOOR
-
 
 def default_cache_dir() -> Path:
     return user_cache_path("ser")
@@ -180,7 +178,7 @@ class SERDataModule(L.LightningDataModule):
         if nameless:
             raise DataError(f"{nameless[0]}: has no speaker, which data.normalize=speaker needs "
                             "(add a speaker column to the manifest, or use data.normalize=global)")
-        blocks = [block for _, block in self.feature_config.blocks()]
+        blocks = self.feature_config.block_slices()
         population = speaker_norm.statistics(features[split.train], blocks=blocks)
         speakers = np.array([u.speaker for u in utterances])
         inputs = speaker_norm.normalize_by_speaker(features, speakers, list(split.parts().values()), population,
@@ -212,7 +210,7 @@ class SERDataModule(L.LightningDataModule):
         train = self.prepared.inputs[self.prepared.split.train].astype(np.float64)
         axes = (0,) if train.ndim == 2 else (0, 2)
         mean, std = train.mean(axis=axes), train.std(axis=axes)
-        blocks = [block for _, block in self.feature_config.blocks()]
+        blocks = self.feature_config.block_slices()
         std = speaker_norm.floored_std(std, np.abs(train).max(axis=axes), blocks)
         if train.ndim == 3:
             mean, std = mean[:, None], std[:, None]

@@ -77,6 +77,10 @@ class FeatureConfig:
                 start += size
         return out
 
+    def block_slices(self) -> list[slice]:
+        """Just the slices of ``blocks()``: statistics are floored per block (``speaker_norm``)."""
+        return [block for _, block in self.blocks()]
+
     @property
     def dim(self) -> int:
         """Length of the pooled vector."""

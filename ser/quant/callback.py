@@ -214,6 +214,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self.allocation: dict[str, int] = {}
         self.artifact: dict[str, Any] | None = None
         self._weights: QuantizedWeights | None = None
+        self._fitted = False  # set when fit ends normally; teardown then quantizes
 
     # -- Lightning hook -------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -222,7 +223,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Quantize once fit has ended and the progress bar has closed (its teardown runs before
         this one), so the LAQ lines are not printed into a live bar; on rank 0 only under DDP."""
-        if stage != "fit" or not getattr(self, "_fitted", False) or not trainer.is_global_zero:
+        if stage != "fit" or not self._fitted or not trainer.is_global_zero:
             return
         self._fitted = False
         self._quantize(trainer, pl_module)

@@ -150,14 +150,14 @@ def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = Q
         scale = _mse_scale(w, bits, grid)
     else:  # max|w| onto the top level
         scale = w.abs().amax(dim=1, keepdim=True) / grids.max_level(bits, grid)
+    codes = _codes(w, scale, bits, grid)
     if grid == "symmetric" and bits == 1:
         q = torch.where(w >= 0, scale, -scale)
     elif grid == "symmetric" and scales is None and config.scale == "max" and not config.mse_clip:
         q = _uniform(w, bits, w.abs().amax(dim=1, keepdim=True))  # the paper's arithmetic, bit for bit
     else:
-        q = _levels(bits, grid, w)[_codes(w, scale, bits, grid)] * scale
-    codes = _codes(w, scale, bits, grid).to(torch.uint8)
-    return QuantizedTensor(codes.reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
+        q = _levels(bits, grid, w)[codes] * scale
+    return QuantizedTensor(codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
 
 
 def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig()) -> tuple[torch.Tensor, torch.Tensor]:

@@ -216,9 +216,6 @@ class QuantizedModel:
 
     # -- speaker statistics (speaker-normalised models) ------------------------------------
 
-    def _blocks(self) -> list[slice]:
-        return [block for _, block in self.features.blocks()]
-
     def _require_speaker(self) -> None:
         if not self.speaker_normalized:
             raise SERError("this model was trained with global normalisation (data.normalize=global) and takes no "
@@ -250,12 +247,12 @@ class QuantizedModel:
         if features.ndim != want or features.shape[1] != self.mean.shape[0]:
             shape = f"(recordings, {self.mean.size})" if self.graph is None else f"(recordings, {self.mean.shape[0]}, frames)"
             raise SERError(f"enrolment features must have shape {shape}, got {features.shape}")
-        return speaker_norm.statistics(features, self.population, self.prior_weight, self._blocks())
+        return speaker_norm.statistics(features, self.population, self.prior_weight, self.features.block_slices())
 
     def running(self) -> RunningSpeakerStats:
         """An estimate to update one recording at a time (``.update(features)`` returns the current one)."""
         self._require_speaker()
-        return RunningSpeakerStats(self.population, self.prior_weight, self._blocks())
+        return RunningSpeakerStats(self.population, self.prior_weight, self.features.block_slices())
 
     def check_speaker(self, speaker: SpeakerStats | None) -> None:
         """Raise ``SERError`` unless ``speaker`` fits this model (given iff it is speaker-normalised)."""

@@ -57,7 +57,7 @@ def _runtime_features(model: QuantizedModel, files) -> np.ndarray:
 def _training_statistics(datamodule, index: np.ndarray) -> speaker_norm.SpeakerStats:
     """The statistics training z-scored the utterances ``index`` (one speaker, one part) with."""
     prepared = datamodule.prepared
-    blocks = [block for _, block in datamodule.feature_config.blocks()]
+    blocks = datamodule.feature_config.block_slices()
     return speaker_norm.statistics(prepared.features[index], prepared.population, datamodule.speaker_prior_weight, blocks)
 
 
