@@ -26,15 +26,6 @@ from ser.runtime import model_file
 NORMALIZE = speaker_norm.NORMALIZE
 
 
-def dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, grid: str = "symmetric") -> np.ndarray:
-    """Weights (float32) from unsigned codes: level(code) · scale of the row (or of the layer).
-
-    The levels are ``ser.dsp.grid``'s, the quantizer's own definition: ``symmetric``
-    (1 bit → ±α; b bits → (code − (2^(b−1)−1)) · scale) or ``full`` (code − (2^b − 1)/2) · scale.
-    """
-    return grids.dequantize(codes, scales, bits, grid)
-
-
 def _layer_weight(path, spec: dict, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """One layer's weight, refusing a grid, width or code this runtime does not know (absent grid: symmetric)."""
     name, bits, grid = spec["name"], int(spec["bits"]), spec.get("grid", "symmetric")
@@ -46,7 +37,7 @@ def _layer_weight(path, spec: dict, codes: np.ndarray, scales: np.ndarray) -> np
     if codes.size and int(codes.max()) >= grids.n_codes(bits, grid):
         raise model_file.ModelFileError(f"{path}: layer {name} has a code outside its {bits}-bit {grid} grid; "
                                         "the file is not a valid model")
-    return dequantize(codes, scales, bits, grid)
+    return grids.dequantize(codes, scales, bits, grid)  # the quantizer's own code <-> level mapping
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ser.runtime import model_file
-from ser.runtime.model import dequantize
+from ser.dsp.grid import dequantize
 from ser.runtime.model_file import ModelFileError, Section
 
 
@@ -55,18 +55,6 @@ def test_dequantize_maps_codes_to_the_full_grids_half_integer_levels_per_row():
     assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 1, "full").tolist() == [[-0.25, 0.25]]
 
 
-def test_runtime_dequantizes_with_the_quantizers_own_grid_definition():
-    """One mapping for quantizer, exporter and runtime: ``ser.dsp.grid``."""
-    from ser.dsp import grid
-
-    rng = np.random.default_rng(0)
-    for name in grid.GRIDS:
-        for bits in range(1, 9):
-            codes = rng.integers(0, grid.n_codes(bits, name), size=(5, 7)).astype(np.uint8)
-            scales = rng.uniform(0.01, 1, size=5).astype(np.float32)
-            np.testing.assert_array_equal(dequantize(codes, scales, bits, name), grid.dequantize(codes, scales, bits, name))
-
-
 def _tiny_model(path, layer: dict, codes, bits=2):
     """A complete one-layer model file (3 features, 2 classes) with ``layer``'s extra header keys."""
     from dataclasses import asdict
@@ -95,6 +83,19 @@ def test_a_layer_without_a_grid_is_symmetric_and_a_full_grid_layer_makes_the_fil
     versions = {p.name: p.read_bytes()[4:6] for p in (old, sym, full)}
     assert versions == {"old.serq": b"\x01\x00", "sym.serq": b"\x01\x00", "full.serq": b"\x03\x00"}, \
         "only a non-symmetric grid needs a runtime that knows grids"
+
+
+@pytest.mark.parametrize("grid_name", ["symmetric", "full"])
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_runtime_weights_are_the_grids_levels_times_the_scale(tmp_path, grid_name, bits):
+    """One mapping for quantizer, exporter and runtime: ``ser.dsp.grid``, read back from a file."""
+    from ser.dsp import grid
+    from ser.runtime.model import QuantizedModel
+
+    codes = np.random.default_rng(bits).integers(0, grid.n_codes(bits, grid_name), size=(2, 3)).astype(np.uint8)
+    model = QuantizedModel.load(_tiny_model(tmp_path / "m.serq", {"grid": grid_name}, codes, bits))
+    levels = np.asarray(grid.levels(bits, grid_name), dtype=np.float32)
+    np.testing.assert_array_equal(model.layers[0].weight, levels[codes] * np.float32(0.5))
 
 
 def test_an_unknown_grid_or_a_code_off_the_grid_is_refused(tmp_path):
