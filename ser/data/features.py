@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ser.data import descriptors
 from ser.dsp import filters
 from ser.dsp.feature_config import FeatureConfig
 
@@ -45,6 +46,7 @@ class FeatureExtractor:
         self._banks = as_tensor(np.concatenate([mel, chroma]).T.copy())  # (F, n_mels + n_chroma)
         self._dct = as_tensor(filters.dct_matrix(c.n_mfcc, c.n_mels))
         self._delta = as_tensor(filters.delta_kernel(c.delta_width))
+        self._bands = filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands) if "spectral" in c.parts else []
 
     def n_frames(self, n_samples: torch.Tensor) -> torch.Tensor:
         """Frames per utterance with centred framing, as librosa counts them."""
@@ -78,21 +80,36 @@ class FeatureExtractor:
             out["chroma"] = self._normalize_max(raw_chroma)
         if "mel" in c.parts:
             out["mel"] = mel_db if c.mel_db else mel_power
+        if "pitch" in c.parts:
+            f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
+            voiced = (periodicity > 1 - c.voicing_threshold).to(periodicity.dtype)
+            out["pitch"] = torch.stack([f0.log(), periodicity, voiced], dim=1)
+        if "spectral" in c.parts:
+            out["spectral"] = self._spectral(framed, power, valid)
         parts = [out[p] for p in c.parts]
         if c.deltas:
             parts.append(self._deltas(out["mfcc"], n_frames))
         return torch.cat(parts, dim=1), n_frames
 
     def pool(self, frames: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
-        """Statistics over each utterance's own frames only: (B, dim)."""
+        """Statistics over each utterance's own frames only: (B, dim).
+
+        Pitch exists only where the voice is: ``log_f0`` is pooled over voiced frames (0 when
+        there are none), every other channel over all the utterance's frames.
+        """
+        c = self.config
         mask = (torch.arange(frames.shape[-1], device=frames.device)[None, :] < n_frames[:, None]).to(frames.dtype)
-        count = mask.sum(dim=1, keepdim=True)
-        mean = (frames * mask[:, None, :]).sum(dim=-1) / count
+        weights = mask[:, None, :].expand_as(frames)
+        if "pitch" in c.parts:
+            weights = weights.clone()
+            weights[:, c.channel("pitch", "log_f0")] *= frames[:, c.channel("pitch", "voiced")]
+        count = weights.sum(dim=-1).clamp_min(1)
+        mean = (frames * weights).sum(dim=-1) / count
         pooled = {"mean": mean}
-        if "std" in self.config.stats:
-            centred = (frames - mean[..., None]) * mask[:, None, :]
+        if "std" in c.stats:
+            centred = (frames - mean[..., None]) * weights
             pooled["std"] = (centred.square().sum(dim=-1) / count).sqrt()
-        return torch.cat([pooled[s] for s in self.config.stats], dim=1)
+        return torch.cat([pooled[s] for s in c.stats], dim=1)
 
     def fixed_length(self, frames: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
         """Exactly ``config.frames`` frames per utterance (B, frame_dim, frames).
@@ -137,6 +154,15 @@ class FeatureExtractor:
         db = 10.0 * torch.log10(power.clamp_min(1e-10))
         peak = db.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
         return torch.maximum(db, peak - self.config.top_db)
+
+    def _spectral(self, framed: torch.Tensor, power: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Loudness (dB), zero-crossing rate, centroid, bandwidth, roll-off, flatness, then contrast (dB) per sub-band."""
+        c = self.config
+        loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
+        peaks, valleys = descriptors.contrast(power, self._bands, c.contrast_quantile)
+        contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid)
+        shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
+        return torch.cat([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], dim=1)
 
     @staticmethod
     def _normalize_max(chroma: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,12 @@ from dataclasses import dataclass
 
 from ser.errors import SERError
 
-PARTS = ("mfcc", "chroma", "mel")
+PARTS = ("mfcc", "chroma", "mel", "pitch", "spectral")
+PAPER_PARTS = ("mfcc", "chroma", "mel")
 STATS = ("mean", "std")
 POOLING = ("stats", "none")
+PITCH = ("log_f0", "periodicity", "voiced")  # YIN (ser.data.descriptors.yin); log_f0 pooled over voiced frames only
+SPECTRAL = ("rms_db", "zcr", "centroid", "bandwidth", "rolloff", "flatness")  # then one contrast per sub-band
 CROPS = ("center", "start")
 
 
@@ -29,7 +32,15 @@ class FeatureConfig:
     chroma_power: float = 2.0
     tuning: float = 0.0
     mel_db: bool = False
-    parts: tuple[str, ...] = PARTS
+    f0_min: float = 60.0
+    f0_max: float = 500.0
+    yin_threshold: float = 0.1
+    voicing_threshold: float = 0.2
+    roll_percent: float = 0.85
+    contrast_fmin: float = 200.0
+    contrast_bands: int = 6
+    contrast_quantile: float = 0.02
+    parts: tuple[str, ...] = PAPER_PARTS
     stats: tuple[str, ...] = ("mean",)
     deltas: bool = False
     delta_width: int = 9
@@ -52,11 +63,29 @@ class FeatureConfig:
             raise SERError(f"data.features.crop={self.crop!r} must be one of {', '.join(CROPS)}")
         if self.frames < 1:
             raise SERError(f"data.features.frames={self.frames} must be at least 1")
+        if "pitch" in self.parts and not 0 < self.f0_min < self.f0_max <= self.sample_rate / 2:
+            raise SERError(f"data.features.f0_min={self.f0_min} and f0_max={self.f0_max} must satisfy 0 < f0_min < f0_max <= sample_rate / 2")
+        if "pitch" in self.parts and self.sample_rate / self.f0_min >= self.n_fft:
+            raise SERError(f"data.features.f0_min={self.f0_min} Hz has a period longer than the n_fft={self.n_fft} frame; "
+                           f"raise it above {self.sample_rate / self.n_fft:.1f} Hz")
+        if "spectral" in self.parts and self.contrast_fmin * 2 ** (self.contrast_bands - 1) >= self.sample_rate / 2:
+            raise SERError(f"data.features.contrast_bands={self.contrast_bands} octaves from contrast_fmin={self.contrast_fmin} Hz "
+                           f"pass Nyquist ({self.sample_rate / 2} Hz)")
         if self.deltas and (self.delta_width < 3 or self.delta_width % 2 == 0):
             raise SERError(f"data.features.delta_width={self.delta_width} must be an odd number >= 3")
 
+    def channel(self, part: str, name: str) -> int:
+        """Index of one named channel of a part (``PITCH``, ``SPECTRAL``) within a frame."""
+        start = 0
+        for block, size in self._frame_blocks():
+            if block == part:
+                return start + {"pitch": PITCH, "spectral": SPECTRAL}[part].index(name)
+            start += size
+        raise KeyError(f"{part!r} is not in parts={list(self.parts)}")
+
     def _frame_blocks(self) -> list[tuple[str, int]]:
-        sizes = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels}
+        sizes = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels, "pitch": len(PITCH),
+                 "spectral": len(SPECTRAL) + self.contrast_bands + 1}
         return [(p, sizes[p]) for p in self.parts] + ([("delta", self.n_mfcc)] if self.deltas else [])
 
     @property

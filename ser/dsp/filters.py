@@ -91,3 +91,23 @@ def delta_kernel(width: int) -> np.ndarray:
     half = width // 2
     offsets = np.arange(-half, half + 1, dtype=np.float64)
     return (offsets / np.sum(offsets**2)).astype(np.float32)
+
+
+def contrast_bands(sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: int = 6) -> list[tuple[int, int]]:
+    """FFT-bin ranges ``[start, stop)`` of the octave sub-bands of spectral contrast (Jiang et al., 2002).
+
+    As ``librosa.feature.spectral_contrast`` draws them: band 0 below ``fmin``, then octaves
+    from ``fmin``; each band after the first also takes the bin just below its lower edge, each
+    band but the last drops its top bin, and the last runs up to Nyquist.
+    """
+    freqs = np.linspace(0, sample_rate / 2, 1 + n_fft // 2)
+    edges = np.concatenate([[0.0], fmin * 2.0 ** np.arange(n_bands + 1)])
+    if edges[-2] >= sample_rate / 2:
+        raise ValueError(f"spectral contrast: {n_bands} octaves from {fmin} Hz pass Nyquist ({sample_rate / 2} Hz)")
+    bands = []
+    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        inside = np.flatnonzero((freqs >= low) & (freqs <= high))
+        start = inside[0] - 1 if k > 0 else inside[0]
+        stop = len(freqs) if k == n_bands else inside[-1]  # exclusive: the top bin goes to the next band
+        bands.append((int(start), int(stop)))
+    return bands

@@ -107,10 +107,12 @@ def test_chroma_from_magnitude_matches_librosa(signals):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"parts": ("mfcc", "pitch")}, "data.features.parts"),
+        ({"parts": ("mfcc", "formants")}, "data.features.parts"),
         ({"stats": ()}, "data.features.stats"),
         ({"deltas": True, "parts": ("mel",)}, "needs 'mfcc'"),
         ({"deltas": True, "delta_width": 4}, "delta_width=4"),
+        ({"parts": ("pitch",), "f0_min": 5.0}, "data.features.f0_min=5.0"),
+        ({"parts": ("spectral",), "contrast_bands": 8}, "data.features.contrast_bands=8"),
         ({"pooling": "max"}, "data.features.pooling='max'"),
         ({"crop": "end"}, "data.features.crop='end'"),
         ({"frames": 0}, "data.features.frames=0"),
