@@ -88,16 +88,16 @@ def spectral_shape(power: torch.Tensor, sample_rate: int, roll_percent: float = 
     return torch.stack([centroid, bandwidth, rolloff, flatness], dim=1)
 
 
-def contrast(power: torch.Tensor, bands: list[tuple[int, int]], quantile: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
-    """Peak and valley of each sub-band: means of the top and bottom ``quantile`` of its magnitudes, (B, bands, T) each.
+def contrast(power: torch.Tensor, bands: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Peak and valley of each sub-band ``(start, stop, count)``: means of its ``count`` largest and smallest
+    magnitudes (``ser.dsp.filters.contrast_bands``), (B, bands, T) each.
 
     Spectral contrast is their difference in dB, which the caller takes with the utterance's dB floor.
     """
     magnitude = power.sqrt()
     peaks, valleys = [], []
-    for start, stop in bands:
+    for start, stop, count in bands:
         ordered = magnitude[..., start:stop].sort(-1).values
-        count = max(int(round(quantile * (stop - start + (1 if stop < power.shape[-1] else 0)))), 1)
         valleys.append(ordered[..., :count].mean(-1))
         peaks.append(ordered[..., -count:].mean(-1))
     return torch.stack(peaks, dim=1), torch.stack(valleys, dim=1)

@@ -46,7 +46,7 @@ class FeatureExtractor:
         self._banks = as_tensor(np.concatenate([mel, chroma]).T.copy())  # (F, n_mels + n_chroma)
         self._dct = as_tensor(filters.dct_matrix(c.n_mfcc, c.n_mels))
         self._delta = as_tensor(filters.delta_kernel(c.delta_width))
-        self._bands = filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands) if "spectral" in c.parts else []
+        self._bands = filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands, c.contrast_quantile) if "spectral" in c.parts else []
 
     def n_frames(self, n_samples: torch.Tensor) -> torch.Tensor:
         """Frames per utterance with centred framing, as librosa counts them."""
@@ -159,7 +159,7 @@ class FeatureExtractor:
         """Loudness (dB), zero-crossing rate, centroid, bandwidth, roll-off, flatness, then contrast (dB) per sub-band."""
         c = self.config
         loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
-        peaks, valleys = descriptors.contrast(power, self._bands, c.contrast_quantile)
+        peaks, valleys = descriptors.contrast(power, self._bands)
         contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid)
         shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
         return torch.cat([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], dim=1)

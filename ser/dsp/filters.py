@@ -93,12 +93,16 @@ def delta_kernel(width: int) -> np.ndarray:
     return (offsets / np.sum(offsets**2)).astype(np.float32)
 
 
-def contrast_bands(sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: int = 6) -> list[tuple[int, int]]:
-    """FFT-bin ranges ``[start, stop)`` of the octave sub-bands of spectral contrast (Jiang et al., 2002).
+def contrast_bands(
+    sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: int = 6, quantile: float = 0.02
+) -> list[tuple[int, int, int]]:
+    """Octave sub-bands of spectral contrast (Jiang et al., 2002): FFT bins ``[start, stop)`` and
+    how many of the band's sorted magnitudes make its peak and its valley.
 
     As ``librosa.feature.spectral_contrast`` draws them: band 0 below ``fmin``, then octaves
     from ``fmin``; each band after the first also takes the bin just below its lower edge, each
-    band but the last drops its top bin, and the last runs up to Nyquist.
+    band but the last drops its top bin (still counted for the quantile), and the last runs up
+    to Nyquist.
     """
     freqs = np.linspace(0, sample_rate / 2, 1 + n_fft // 2)
     edges = np.concatenate([[0.0], fmin * 2.0 ** np.arange(n_bands + 1)])
@@ -109,5 +113,6 @@ def contrast_bands(sample_rate: int, n_fft: int, fmin: float = 200.0, n_bands: i
         inside = np.flatnonzero((freqs >= low) & (freqs <= high))
         start = inside[0] - 1 if k > 0 else inside[0]
         stop = len(freqs) if k == n_bands else inside[-1]  # exclusive: the top bin goes to the next band
-        bands.append((int(start), int(stop)))
+        counted = stop - start + (0 if k == n_bands else 1)
+        bands.append((int(start), int(stop), max(int(np.rint(quantile * counted)), 1)))
     return bands

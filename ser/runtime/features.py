@@ -20,11 +20,11 @@ import numpy as np
 
 from ser.dsp import filters
 from ser.dsp.feature_config import FeatureConfig
+from ser.runtime import descriptors
 
 __all__ = ["Extractor", "extract"]
 
 _AMIN = 1e-10  # librosa's power_to_db floor, so silence is finite
-_STATS = {"mean": np.mean, "std": np.std}  # std over all frames (ddof 0), as the torch extractor pools
 
 
 class Extractor:
@@ -38,6 +38,7 @@ class Extractor:
         self._chroma = filters.chroma_filterbank(c.sample_rate, c.n_fft, c.n_chroma, c.tuning).T.copy()
         self._dct = filters.dct_matrix(c.n_mfcc, c.n_mels).T.copy()
         self._delta = filters.delta_kernel(c.delta_width) if c.deltas else None
+        self._bands = filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands, c.contrast_quantile) if "spectral" in c.parts else []
 
     def __call__(self, signal: np.ndarray) -> np.ndarray:
         """The model's input ``config.shape`` (float32) of a mono signal at ``config.sample_rate``: the pooled
@@ -94,14 +95,39 @@ class Extractor:
             out["chroma"] = _normalize_max(chroma_input @ self._chroma)
         if "mel" in c.parts:
             out["mel"] = mel_db if c.mel_db else mel_power
+        if "pitch" in c.parts:
+            f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
+            voiced = (periodicity > 1 - c.voicing_threshold).astype(np.float32)
+            out["pitch"] = np.stack([np.log(f0), periodicity, voiced], axis=1)
+        if "spectral" in c.parts:
+            out["spectral"] = self._spectral(framed, power, valid)
         parts = [out[p] for p in c.parts]
         if self._delta is not None:
             parts.append(self._deltas(out["mfcc"], valid))
         return np.concatenate(parts, axis=1)
 
     def pool(self, frames: np.ndarray) -> np.ndarray:
-        """Statistics over time, accumulated in float64 so long utterances lose no precision."""
-        return np.concatenate([_STATS[s](frames, axis=0, dtype=np.float64) for s in self.config.stats]).astype(np.float32)
+        """Statistics over time, accumulated in float64 so long utterances lose no precision;
+        ``log_f0`` over voiced frames only (0 when there are none), as the torch extractor pools."""
+        c = self.config
+        weights = np.ones(frames.shape, dtype=np.float64)
+        if "pitch" in c.parts:
+            weights[:, c.channel("pitch", "log_f0")] = frames[:, c.channel("pitch", "voiced")]
+        count = np.maximum(weights.sum(axis=0), 1)
+        mean = (frames * weights).sum(axis=0) / count
+        pooled = {"mean": mean}
+        if "std" in c.stats:
+            pooled["std"] = np.sqrt((((frames - mean) * weights) ** 2).sum(axis=0) / count)
+        return np.concatenate([pooled[s] for s in c.stats]).astype(np.float32)
+
+    def _spectral(self, framed: np.ndarray, power: np.ndarray, valid: int | None) -> np.ndarray:
+        """Loudness (dB), zero-crossing rate, centroid, bandwidth, roll-off, flatness, then contrast (dB) per sub-band."""
+        c = self.config
+        loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
+        peaks, valleys = descriptors.contrast(power, self._bands)
+        contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid)
+        shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
+        return np.concatenate([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], axis=1)
 
     def _power_to_db(self, power: np.ndarray, valid: int | None = None) -> np.ndarray:
         """librosa's power_to_db (ref 1), floored ``top_db`` below the peak of the utterance's (first ``valid``) frames."""

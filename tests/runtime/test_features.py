@@ -31,8 +31,11 @@ def signals() -> list[np.ndarray]:
         FeatureConfig(chroma_power=1.0, tuning=0.3),
         FeatureConfig(sample_rate=16000, n_fft=512, hop_length=160, n_mels=64, n_mfcc=20, fmin=50.0, fmax=7000.0,
                       top_db=60.0, stats=("std", "mean"), deltas=True, delta_width=5),
+        FeatureConfig(stats=("mean", "std"), mel_db=True, parts=("mfcc", "mel", "pitch", "spectral")),
+        FeatureConfig(sample_rate=16000, n_fft=512, hop_length=160, f0_min=80.0, f0_max=400.0, contrast_fmin=100.0,
+                      contrast_bands=5, stats=("mean", "std"), parts=("pitch", "spectral")),
     ],
-    ids=["default", "std-deltas", "mel-db", "chroma-magnitude", "16k-small"],
+    ids=["default", "std-deltas", "mel-db", "chroma-magnitude", "16k-small", "pitch-spectral", "16k-pitch-spectral"],
 )
 def test_features_equal_the_torch_extractor(signals, config):
     # The signals are made at 22.05 kHz; at 16 kHz they are just other test signals.
