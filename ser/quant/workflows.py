@@ -3,8 +3,9 @@ sweep, the LAQ search, recovery, the legacy QAT fine-tuning and the sensitivity-
 
 ``LayerwiseAdaptiveQuantization`` (callback.py) builds the configs from ``conf/quant``, calls
 these in order on a copy of the best checkpoint, logs and saves; the steps themselves need no
-Trainer, so tests drive each one on a small network. Every step leaves the module at full
-precision or, for the search and recovery, holding the model it reports (the caller restores).
+Trainer, so tests drive each one on a small network. A step leaves the module holding the last
+model it scored (the search and recovery: the model they report); the caller restores it with
+``session.weights.restore()``.
 
 The training split (fidelity to the full-precision model, bias-correction statistics, recovery
 training) and the validation split (accuracy, recovery's epoch choice) drive every choice; the
