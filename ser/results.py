@@ -179,8 +179,8 @@ class LAQ:
 class Greedy:
     """The sensitivity-greedy allocation (``quant.greedy``), a comparison baseline."""
 
-    bits: dict[str, int]
     scores: Scores = _flat()
+    bits: dict[str, int]
     evaluations: int
     search_s: float
 
