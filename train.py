@@ -50,7 +50,7 @@ def main(cfg: DictConfig) -> float:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         sys.exit(1)
-    return results["objective"] if results is not None else 0.0  # None: a DDP worker process
+    return results.objective if results is not None else 0.0  # None: a DDP worker process
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ bias-corrected (then only ``quantized.pt`` holds it, and export refuses to guess
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from ser.errors import SERError
 from ser.models.mlp import MLP
 from ser.dsp import grid as grids
 from ser.quant.quantizer import QuantizerConfig, quantizable_layers, quantize_tensor
+from ser.results import FILENAME, RunResults
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
 
@@ -172,23 +172,23 @@ class ExportSource:
 
         if use_artifact:
             layers = _artifact_layers(artifact, names, run_dir)
-            laq = (results or {}).get("laq")
-            if laq and {l["name"]: int(l["bits"]) for l in laq["layers"]} != {n: l.bits for n, l in layers.items()}:
+            laq = results.laq if results is not None else None
+            if laq and laq.bits != {n: l.bits for n, l in layers.items()}:
                 raise SERError(f"{run_dir}: {ARTIFACT} and results.json disagree on the LAQ bits; the run is "
                                "inconsistent, train it again")
         else:
             if bits is not None:
                 allocation = {name: int(bits) for name in names}
             else:
-                laq = (results or {}).get("laq")
+                laq = results.laq if results is not None else None
                 if not laq:
                     raise SERError(f"{run_dir}: has no LAQ result (trained with quant=none or fixed?); pass --bits N for "
                                    "a fixed bit-width")
-                if laq.get("recovery") or (laq.get("quantizer") or {}).get("bias_correction"):
+                if laq.recovery or (laq.quantizer is not None and laq.quantizer.bias_correction):
                     raise SERError(f"{run_dir}: the LAQ model was fine-tuned (recovery) or bias-corrected after "
                                    f"quantization and only {ARTIFACT} holds it, which is missing or from an older ser; "
                                    "train the run again, or pass --bits N for a fixed bit-width")
-                allocation = {layer["name"]: int(layer["bits"]) for layer in laq["layers"]}
+                allocation = laq.bits
                 if set(allocation) != set(names):
                     raise SERError(f"{run_dir}: results.json's LAQ layers {sorted(allocation)} are not the network's "
                                    f"{names}")
@@ -204,9 +204,9 @@ class ExportSource:
                    normalize, prior_weight, origin, graph, target)
 
 
-def _results(run_dir: Path) -> dict | None:
-    path = run_dir / "results.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def _results(run_dir: Path) -> RunResults | None:
+    path = run_dir / FILENAME
+    return RunResults.load(path) if path.is_file() else None
 
 
 def _artifact(run_dir: Path) -> dict | None:
@@ -226,10 +226,10 @@ def _artifact(run_dir: Path) -> dict | None:
     raise SERError(f"{path}: format {fmt!r}, this ser exports {ARTIFACT_FORMAT}; upgrade ser")
 
 
-def _is_best(checkpoint: Path, run_dir: Path, results: dict | None) -> bool:
+def _is_best(checkpoint: Path, run_dir: Path, results: RunResults | None) -> bool:
     best = [run_dir / "checkpoints" / "best.ckpt"]
-    if results and results.get("best_checkpoint"):
-        best.append(Path(results["best_checkpoint"]))
+    if results is not None and results.best_checkpoint:
+        best.append(Path(results.best_checkpoint))
     return any(b.is_file() and b.resolve() == checkpoint.resolve() for b in best)
 
 
@@ -425,7 +425,7 @@ def _config_of(artifact: dict):
                              "quant": artifact.get("quantizer") or {}})
 
 
-def _metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor], results: dict | None, cfg,
+def _metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor], results: RunResults | None, cfg,
               run_dir: Path) -> tuple[list[str], str, float]:
     """Classes, normalisation and prior weight: the checkpoint's hyper-parameters (never its weights when the
     artifact is exported), else results.json, the state's statistics and the config."""
@@ -436,9 +436,9 @@ def _metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor
         prior_weight = float(hparams.get("speaker_prior_weight", 0.0))
         where = checkpoint
     else:
-        if not results or "classes" not in results:
+        if results is None:
             raise SERError(f"{run_dir}: neither {checkpoint} nor results.json to read the class names from")
-        classes = list(results["classes"])
+        classes = list(results.classes)
         normalize = "speaker" if "population_mean" in state else "global"
         prior_weight = float(cfg.data.get("speaker_prior_weight", 0.0) or 0.0)
         where = run_dir

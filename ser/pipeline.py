@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import SERDataModule
-from ser.io import write_json, write_text
+from ser.io import write_text
 from ser.models.module import SERClassifier
 from ser.quant.evaluation import SplitTensors, predict
 from ser.quant.quantizer import model_size_kb
 from ser.report.plots import save_figure
 from ser.report.run import render_run, run_figure
+from ser.results import FILENAME, Baseline, RunResults, TestPredictions, Timing, Transfer
 from ser.transfer.batches import GraphDataModule
 from ser.transfer.nsl import teach
 
@@ -96,15 +97,15 @@ def _hparams(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True)  # type: ignore[return-value]
 
 
-def objective(results: dict[str, Any], bit_budget: float | None) -> float:
+def objective(results: RunResults, bit_budget: float | None) -> float:
     """What a sweeper maximises: accuracy at a bit budget, so over-budget trials rank last."""
-    if bit_budget is None or "laq" not in results:
-        return results["baseline"]["val_acc"]
-    laq = results["laq"]
-    return laq["val_acc"] - max(0.0, laq["avg_bits"] - bit_budget)
+    if bit_budget is None or results.laq is None:
+        return results.baseline.val_acc
+    laq = results.laq.scores
+    return laq.val_acc - max(0.0, laq.avg_bits - bit_budget)
 
 
-def _report(results: dict[str, Any], output_dir: Path, logger: TensorBoardLogger) -> None:
+def _report(results: RunResults, output_dir: Path, logger: TensorBoardLogger) -> None:
     """Table 4 for this run: report.md, the console, and TensorBoard (text and Figure-1 plot)."""
     import matplotlib.pyplot as plt
 
@@ -118,7 +119,7 @@ def _report(results: dict[str, Any], output_dir: Path, logger: TensorBoardLogger
     plt.close(figure)
 
 
-def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantization) -> dict[str, Any]:
+def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantization) -> TestPredictions:
     """Every test utterance's label and each model's predicted class (indices into ``classes``).
 
     ``ser report`` pools these over the folds of a k-fold or leave-one-speaker-out sweep, so
@@ -128,12 +129,12 @@ def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantizat
     inputs, labels = datamodule.tensors("test")
     baseline = predict(model, SplitTensors(inputs.to(model.device), labels.to(model.device)))
     models = {"baseline": baseline.cpu().tolist(), **(quantization.predictions if quantization is not None else {})}
-    return {
-        "paths": [str(prepared.utterances[i].path) for i in prepared.split.test],
-        "speakers": [prepared.utterances[i].speaker for i in prepared.split.test],
-        "labels": labels.tolist(),
-        "models": models,
-    }
+    return TestPredictions(
+        paths=[str(prepared.utterances[i].path) for i in prepared.split.test],
+        speakers=[prepared.utterances[i].speaker for i in prepared.split.test],
+        labels=labels.tolist(),
+        models=models,
+    )
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Built:
     logger: TensorBoardLogger
     callbacks: list[L.Callback]
     quantization: Any  # the quantization callback (conf/quant), or None with quant=none
-    transfer: dict[str, Any] | None  # what knowledge transfer did, for results.json
+    transfer: Transfer | None  # what knowledge transfer did, for results.json
 
 
 def build(cfg: DictConfig, output_dir: Path) -> Built:
@@ -177,55 +178,54 @@ def build(cfg: DictConfig, output_dir: Path) -> Built:
     return Built(datamodule, training_data, model, logger, callbacks, quantization, transfer)
 
 
-def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> dict[str, Any]:
+def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> RunResults:
     """results.json, report.md and the TensorBoard summary of a fitted run."""
     datamodule, model, logger, quantization = built.datamodule, built.model, built.logger, built.quantization
     n_params = model.n_params()
-    results: dict[str, Any] = {
-        "data": datamodule.corpus,
-        "seed": int(cfg.seed),
-        "model": type(model.net).__name__,
-        "n_params": n_params,
-        "classes": datamodule.classes,
-        "baseline": {
-            "val_acc": float(fitted.val["val/acc"]),
-            "val_uar": float(fitted.val["val/uar"]),
-            "test_acc": float(fitted.test["test/acc"]),
-            "test_uar": float(fitted.test["test/uar"]),
-            "test_f1": float(fitted.test["test/f1"]),
-            "size_kb": model_size_kb(model.net, {}),
-            "avg_bits": FP32_BITS,
-            "confusion_matrix": model.last_confusion.tolist() if model.last_confusion is not None else None,
-        },
-        "timing_s": {"features": datamodule.prepared.feature_seconds, "train": fitted.seconds},
-        "n_utterances": {name: int(len(i)) for name, i in datamodule.prepared.split.parts().items()},
-        "skipped_files": len(datamodule.prepared.problems),
-        "skipped": datamodule.prepared.problems,
-        "best_checkpoint": fitted.best_checkpoint,
-    }
-    if built.transfer is not None:
-        results["transfer"] = built.transfer
-    results["test_predictions"] = _test_predictions(model, datamodule, quantization)
-    metrics = {f"hparams/{k}": results["baseline"][k] for k in ("val_acc", "test_acc", "test_uar")}
+    baseline = Baseline(
+        val_acc=float(fitted.val["val/acc"]),
+        val_uar=float(fitted.val["val/uar"]),
+        test_acc=float(fitted.test["test/acc"]),
+        test_uar=float(fitted.test["test/uar"]),
+        test_f1=float(fitted.test["test/f1"]),
+        size_kb=model_size_kb(model.net, {}),
+        avg_bits=FP32_BITS,
+        confusion_matrix=model.last_confusion.tolist() if model.last_confusion is not None else None,
+    )
+    quantized = quantization.results if quantization is not None else None
+    results = RunResults(
+        data=datamodule.corpus,
+        seed=int(cfg.seed),
+        model=type(model.net).__name__,
+        n_params=n_params,
+        classes=datamodule.classes,
+        baseline=baseline,
+        timing_s=Timing(features=datamodule.prepared.feature_seconds, train=fitted.seconds),
+        n_utterances={name: int(len(i)) for name, i in datamodule.prepared.split.parts().items()},
+        skipped_files=len(datamodule.prepared.problems),
+        skipped=datamodule.prepared.problems,
+        best_checkpoint=fitted.best_checkpoint,
+        transfer=built.transfer,
+        test_predictions=_test_predictions(model, datamodule, quantization),
+        fixed=quantized.fixed if quantized is not None else None,
+        laq=quantized.laq if quantized is not None else None,
+        greedy=quantized.greedy if quantized is not None else None,
+    )
     if quantization is not None:
-        results.update(quantization.results)
         _report(results, output_dir, logger)
-    results["objective"] = objective(results, cfg.get("bit_budget"))
-    logger.log_hyperparams(
-        _hparams(cfg),
-        metrics={**metrics, **{f"hparams/laq_{k}": results["laq"][k] for k in ("test_acc", "avg_bits") if "laq" in results}},
-    )
+    results = replace(results, objective=objective(results, cfg.get("bit_budget")))
+    metrics = {f"hparams/{k}": getattr(baseline, k) for k in ("val_acc", "test_acc", "test_uar")}
+    if results.laq is not None:
+        metrics.update({f"hparams/laq_{k}": getattr(results.laq.scores, k) for k in ("test_acc", "avg_bits")})
+    logger.log_hyperparams(_hparams(cfg), metrics=metrics)
     logger.finalize("success")
-    write_json(output_dir / "results.json", results)
-    log.info(
-        "test accuracy %.4f, UAR %.4f (val %.4f) with %d parameters; results in %s",
-        results["baseline"]["test_acc"], results["baseline"]["test_uar"], results["baseline"]["val_acc"],
-        n_params, output_dir / "results.json",
-    )
+    results.save(output_dir / FILENAME)
+    log.info("test accuracy %.4f, UAR %.4f (val %.4f) with %d parameters; results in %s",
+             baseline.test_acc, baseline.test_uar, baseline.val_acc, n_params, output_dir / FILENAME)
     return results
 
 
-def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any] | None:
+def train(cfg: DictConfig, output_dir: str | Path) -> RunResults | None:
     """Build → fit → collect: run the configured experiment and return (and write) its results;
     None in a DDP worker process (only rank 0 reports and writes)."""
     output_dir = Path(output_dir)

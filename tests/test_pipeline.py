@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -11,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from ser.pipeline import train
+from ser.results import RunResults
 from tests.conftest import REPO
 
 
@@ -33,7 +32,7 @@ def test_fast_dev_run_goes_through_every_stage_in_process(config, tmp_path):
         config.trainer.fast_dev_run = True
         config.quant.recovery_epochs = 1
     results = train(config, tmp_path)
-    assert results["classes"] == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
-    assert {"baseline", "fixed", "laq", "test_predictions"} <= set(results)
-    assert json.loads((tmp_path / "results.json").read_text())["laq"]["avg_bits"] == results["laq"]["avg_bits"]
+    assert results.classes == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
+    assert results.fixed and results.laq is not None and results.test_predictions is not None
+    assert RunResults.load(tmp_path / "results.json") == results
     assert (tmp_path / "report.md").exists() and (tmp_path / "quantized.pt").exists()

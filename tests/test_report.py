@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from ser.results import LAQ, Baseline, GraphStats, RunResults, Scores, Teacher, TestPredictions, Timing, Transfer, ZeroShot
 from tests.conftest import REPO
 
 
@@ -78,15 +80,19 @@ def test_jobs_are_read_in_numeric_order(tmp_path):
     assert jobs[0].error == "no results.json (job did not finish)"
 
 
-def _results(n_params: int, test_acc: float, laq_acc: float, bits: float, transfer: bool = False) -> dict:
-    laq = {"val_acc": 0.5, "test_acc": laq_acc, "test_uar": 0.5, "size_kb": bits * 10, "avg_bits": bits,
-           "evaluations": 5, "search_s": 0.01}
-    results = {"n_params": n_params, "fixed": [], "laq": laq,
-               "baseline": {"val_acc": 0.5, "test_acc": test_acc, "test_uar": 0.5, "size_kb": n_params * 4 / 1000}}
-    if transfer:
-        results["transfer"] = {"teacher": {"source_test_acc": 0.8}, "zero_shot": {"test_acc": 0.3},
-                               "graph": {"label_agreement": 0.25, "chance_agreement": 0.15, "edges": 100}}
-    return results
+def _results(n_params: int, test_acc: float, laq_acc: float, bits: float, transfer: bool = False) -> RunResults:
+    laq = LAQ(scores=Scores(val_acc=0.5, test_acc=laq_acc, test_uar=0.5, size_kb=bits * 10, avg_bits=bits),
+              t_margin=4.0, weights={}, evaluations=5, search_s=0.01, layers=[])
+    baseline = Baseline(val_acc=0.5, test_acc=test_acc, test_uar=0.5, test_f1=0.5, size_kb=n_params * 4 / 1000, avg_bits=32,
+                        confusion_matrix=None)
+    nsl = Transfer(source="synthetic",
+                   teacher=Teacher(model="MLP", n_params=10, classes=["a"], source_val_acc=0.8, source_test_acc=0.8),
+                   zero_shot=ZeroShot(test_acc=0.3, n=10, shared_classes=["a"]),
+                   graph=GraphStats(k=5, threshold=None, nodes=10, edges=100, mean_weight=0.5, label_agreement=0.25,
+                                    chance_agreement=0.15)) if transfer else None
+    return RunResults(data="synthetic", seed=0, model="MLP", n_params=n_params, classes=["a", "b"], baseline=baseline,
+                      timing_s=Timing(features=0.0, train=0.0), n_utterances={}, skipped_files=0, skipped=[],
+                      best_checkpoint=None, transfer=nsl, fixed=[], laq=laq)
 
 
 def test_comparison_table_puts_groups_side_by_side_at_full_precision_and_after_laq(tmp_path):
@@ -102,14 +108,12 @@ def test_comparison_table_puts_groups_side_by_side_at_full_precision_and_after_l
     assert "25.00 ± 0.00 of them join the same emotion (chance 15.00 ± 0.00)" in summary
 
 
-def _fold(classes: list[str], labels: list[str], baseline: list[str], laq: list[str]) -> dict:
+def _fold(classes: list[str], labels: list[str], baseline: list[str], laq: list[str]) -> RunResults:
     """A finished fold whose test predictions are given by class name."""
     index = {c: i for i, c in enumerate(classes)}
-    results = _results(1000, 0.0, 0.0, 2.0)
-    results["classes"] = classes
-    results["test_predictions"] = {"labels": [index[c] for c in labels],
-                                   "models": {"baseline": [index[c] for c in baseline], "laq": [index[c] for c in laq]}}
-    return results
+    kept = TestPredictions(paths=[""] * len(labels), speakers=[None] * len(labels), labels=[index[c] for c in labels],
+                           models={"baseline": [index[c] for c in baseline], "laq": [index[c] for c in laq]})
+    return replace(_results(1000, 0.0, 0.0, 2.0), classes=classes, test_predictions=kept)
 
 
 def test_pooled_scores_count_every_test_utterance_of_every_fold_once(tmp_path):

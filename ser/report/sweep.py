@@ -36,6 +36,7 @@ import yaml  # noqa: E402
 from ser.errors import SERError  # noqa: E402
 from ser.io import atomic_path, write_text  # noqa: E402
 from ser.report.plots import accuracy_axes, draw_curve, finish, save_figure  # noqa: E402
+from ser.results import FILENAME, RunResults  # noqa: E402
 
 REPLICATE_KEYS = ("seed", "data.split.fold")
 BITS = (8, 7, 6, 5, 4, 3, 2, 1)
@@ -45,7 +46,7 @@ BITS = (8, 7, 6, 5, 4, 3, 2, 1)
 class Job:
     path: Path
     overrides: dict[str, str]
-    results: dict[str, Any] | None
+    results: RunResults | None
     error: str | None
 
 
@@ -59,32 +60,34 @@ class Group:
         return ", ".join(f"{k}={v}" for k, v in self.key) or "all"
 
 
-def _metrics(results: dict[str, Any]) -> dict[str, float]:
+SCORES = ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits")
+
+
+def _metrics(results: RunResults) -> dict[str, float]:
     """The numbers that are averaged, flattened to ``section/metric`` names."""
-    out = {f"baseline/{k}": results["baseline"][k] for k in ("val_acc", "val_uar", "test_acc", "test_uar", "size_kb")
-           if k in results["baseline"]}
-    out["n_params"] = results["n_params"]
-    for row in results.get("fixed", []):
-        for k in ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits"):
-            if k in row:
-                out[f"fixed{row['bits']}/{k}"] = row[k]
-    laq = results.get("laq")
+    baseline = results.baseline
+    out = {f"baseline/{k}": getattr(baseline, k) for k in ("val_acc", "val_uar", "test_acc", "test_uar", "size_kb")
+           if getattr(baseline, k) is not None}
+    out["n_params"] = results.n_params
+    for row in results.fixed or []:
+        out.update({f"fixed{row.bits}/{k}": getattr(row.scores, k) for k in SCORES})
+    laq = results.laq
     if laq:
-        for k in ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits", "evaluations", "search_s"):
-            out[f"laq/{k}"] = laq[k]
-        if laq.get("qat"):
-            for k in ("val_acc", "test_acc"):
-                out[f"laq_qat/{k}"] = laq["qat"][k]
-    if results.get("greedy"):
-        for k in ("val_acc", "test_acc", "avg_bits", "size_kb", "evaluations"):
-            out[f"greedy/{k}"] = results["greedy"][k]
-    transfer = results.get("transfer")
+        out.update({f"laq/{k}": getattr(laq.scores, k) for k in SCORES})
+        out.update({"laq/evaluations": laq.evaluations, "laq/search_s": laq.search_s})
+        if laq.qat:
+            out.update({f"laq_qat/{k}": getattr(laq.qat.scores, k) for k in ("val_acc", "test_acc")})
+    greedy = results.greedy
+    if greedy:
+        out.update({f"greedy/{k}": getattr(greedy.scores, k) for k in ("val_acc", "test_acc", "avg_bits", "size_kb")})
+        out["greedy/evaluations"] = greedy.evaluations
+    transfer = results.transfer
     if transfer:
-        out["transfer/teacher_test_acc"] = transfer["teacher"]["source_test_acc"]
-        if transfer["zero_shot"]["test_acc"] is not None:
-            out["transfer/zero_shot_test_acc"] = transfer["zero_shot"]["test_acc"]
+        out["transfer/teacher_test_acc"] = transfer.teacher.source_test_acc
+        if transfer.zero_shot.test_acc is not None:
+            out["transfer/zero_shot_test_acc"] = transfer.zero_shot.test_acc
         for k in ("label_agreement", "chance_agreement", "edges"):
-            out[f"transfer/graph_{k}"] = transfer["graph"][k]
+            out[f"transfer/graph_{k}"] = getattr(transfer.graph, k)
     return out
 
 
@@ -101,8 +104,8 @@ def find_jobs(root: Path) -> list[Job]:
         for item in yaml.safe_load(overrides_file.read_text()) or []:
             key, _, value = str(item).partition("=")
             overrides[key.lstrip("+~")] = value
-        results_file, failed_file = job_dir / "results.json", job_dir / "failed.json"
-        results = json.loads(results_file.read_text()) if results_file.exists() else None
+        results_file, failed_file = job_dir / FILENAME, job_dir / "failed.json"
+        results = RunResults.load(results_file) if results_file.exists() else None
         error = None
         if results is None:
             error = json.loads(failed_file.read_text())["error"] if failed_file.exists() else "no results.json (job did not finish)"
@@ -163,17 +166,17 @@ def pooled(group: Group) -> dict[str, Pooled]:
     Labels and predictions are compared by class name, so jobs whose class lists differ (e.g.
     corpora with other emotions) still pool correctly.
     """
-    jobs = [j.results for j in group.jobs if j.results is not None and j.results.get("test_predictions")]
+    jobs = [j.results for j in group.jobs if j.results is not None and j.results.test_predictions]
     if not jobs:
         return {}
-    names = [name for name in POOLED_NAMES if all(name in r["test_predictions"]["models"] for r in jobs)]
+    names = [name for name in POOLED_NAMES if all(name in r.test_predictions.models for r in jobs)]
     out = {}
     for name in names:
         truth, predicted, per_job = [], [], []
         for r in jobs:
-            classes, kept = r["classes"], r["test_predictions"]
-            t = [classes[i] for i in kept["labels"]]
-            p = [classes[i] for i in kept["models"][name]]
+            classes, kept = r.classes, r.test_predictions
+            t = [classes[i] for i in kept.labels]
+            p = [classes[i] for i in kept.models[name]]
             truth += t
             predicted += p
             per_job.append(_uar_wa(t, p))

@@ -28,6 +28,7 @@ from ser.data.extraction import load_features
 from ser.data.problems import Problems
 from ser.errors import DataError
 from ser.models.module import SERClassifier
+from ser.results import GraphStats, Teacher, Transfer, ZeroShot
 from ser.transfer.graph import Graph, chance_agreement, knn_graph
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _teacher_inputs(target: SERDataModule, source: SERDataModule) -> dict[str, t
     return inputs
 
 
-def _zero_shot(teacher: SERClassifier, inputs: torch.Tensor, target: SERDataModule) -> dict[str, Any]:
+def _zero_shot(teacher: SERClassifier, inputs: torch.Tensor, target: SERDataModule) -> ZeroShot:
     """The teacher's accuracy on the target test utterances whose emotion it knows."""
     prepared = target.prepared
     truth = [prepared.classes[i] for i in prepared.labels[prepared.split.test]]
@@ -59,18 +60,15 @@ def _zero_shot(teacher: SERClassifier, inputs: torch.Tensor, target: SERDataModu
     with torch.no_grad():
         predicted = [teacher.classes[i] for i in teacher(inputs).argmax(dim=1).tolist()]
     hits = [p == t for p, t, k in zip(predicted, truth, known) if k]
-    return {
-        "test_acc": float(np.mean(hits)) if hits else None,
-        "n": int(known.sum()),
-        "shared_classes": sorted(set(teacher.classes) & set(prepared.classes)),
-    }
+    return ZeroShot(test_acc=float(np.mean(hits)) if hits else None, n=int(known.sum()),
+                    shared_classes=sorted(set(teacher.classes) & set(prepared.classes)))
 
 
 def teach(
     cfg: DictConfig,
     target: SERDataModule,
     fit: Callable[[SERClassifier, SERDataModule], Any],
-) -> tuple[Graph, dict[str, Any]]:
+) -> tuple[Graph, Transfer]:
     """Train the teacher on ``cfg.source`` and build the graph over ``target``'s training split;
     return the graph (``batches.GraphDataModule`` trains the student with it) and what happened,
     for results.json.
@@ -91,30 +89,25 @@ def teach(
         embeddings = teacher.embed(inputs["train"]).numpy()
     graph = knn_graph(embeddings, int(cfg.k), cfg.get("threshold"))
     labels = target.prepared.labels[target.prepared.split.train]
-    summary = {
-        "source": source.corpus,
-        "teacher": {
-            "model": type(teacher.net).__name__,
-            "n_params": teacher.n_params(),
-            "classes": teacher.classes,
-            "source_val_acc": float(fitted.val["val/acc"]),
-            "source_test_acc": float(fitted.test["test/acc"]),
-        },
-        "zero_shot": _zero_shot(teacher, inputs["test"], target),
-        "graph": {
-            "k": int(cfg.k),
-            "threshold": cfg.get("threshold"),
-            "nodes": len(labels),
-            "edges": graph.n_edges,
-            "mean_weight": float(graph.weights[graph.neighbors >= 0].mean()) if graph.n_edges else 0.0,
-            "label_agreement": graph.label_agreement(labels),
-            "chance_agreement": chance_agreement(labels),
-        },
-    }
+    summary = Transfer(
+        source=source.corpus,
+        teacher=Teacher(model=type(teacher.net).__name__, n_params=teacher.n_params(), classes=teacher.classes,
+                        source_val_acc=float(fitted.val["val/acc"]), source_test_acc=float(fitted.test["test/acc"])),
+        zero_shot=_zero_shot(teacher, inputs["test"], target),
+        graph=GraphStats(
+            k=int(cfg.k),
+            threshold=cfg.get("threshold"),
+            nodes=len(labels),
+            edges=graph.n_edges,
+            mean_weight=float(graph.weights[graph.neighbors >= 0].mean()) if graph.n_edges else 0.0,
+            label_agreement=graph.label_agreement(labels),
+            chance_agreement=chance_agreement(labels),
+        ),
+    )
     log.info(
         "teacher: %.4f test accuracy on %s; graph over %d %s training utterances: %d edges, %.3f of them join "
         "the same emotion (chance %.3f)",
-        summary["teacher"]["source_test_acc"], source.corpus, len(labels), target.corpus, graph.n_edges,
-        summary["graph"]["label_agreement"], summary["graph"]["chance_agreement"],
+        summary.teacher.source_test_acc, source.corpus, len(labels), target.corpus, graph.n_edges,
+        summary.graph.label_agreement, summary.graph.chance_agreement,
     )
     return graph, summary

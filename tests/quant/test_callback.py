@@ -40,22 +40,22 @@ def test_laq_chooses_per_layer_bits_on_a_conv_network():
     full = accuracy(net, val)
     results = LayerwiseAdaptiveQuantization(t_margin=3.0).run(net, val, test)
     assert full > 0.8
-    assert [f["bits"] for f in results["fixed"]] == [8, 7, 6, 5, 4, 3, 2, 1]
-    laq = results["laq"]
-    assert [l["name"] for l in laq["layers"]] == ["0", "2", "5"]
-    assert all(1 <= l["bits"] <= 8 for l in laq["layers"]) and laq["avg_bits"] < 8
-    for layer in laq["layers"]:  # Eq. 5: each layer's drop within its own adaptive margin, or a flagged fallback
-        assert layer["drop"] <= layer["margin"] + 1e-6 or layer["fallback"]
-    assert laq["layers"][0]["margin"] != laq["layers"][1]["margin"], "margins adapt to each layer's importance"
+    assert [f.bits for f in results.fixed] == [8, 7, 6, 5, 4, 3, 2, 1]
+    laq = results.laq
+    assert [l.name for l in laq.layers] == ["0", "2", "5"]
+    assert all(1 <= l.bits <= 8 for l in laq.layers) and laq.scores.avg_bits < 8
+    for layer in laq.layers:  # Eq. 5: each layer's drop within its own adaptive margin, or a flagged fallback
+        assert layer.drop <= layer.margin + 1e-6 or layer.fallback
+    assert laq.layers[0].margin != laq.layers[1].margin, "margins adapt to each layer's importance"
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters())), "weights restored after the search"
 
 
 def test_greedy_baseline_is_reported_next_to_laq():
     net, val, test = _conv_task()
     results = LayerwiseAdaptiveQuantization(fixed_bits=[], t_margin=3.0, greedy=True).run(net, val, test)
-    greedy = results["greedy"]
-    assert set(greedy["bits"]) == {"0", "2", "5"} and greedy["avg_bits"] < 8
-    assert greedy["evaluations"] > results["laq"]["evaluations"]
+    greedy = results.greedy
+    assert set(greedy.bits) == {"0", "2", "5"} and greedy.scores.avg_bits < 8
+    assert greedy.evaluations > results.laq.evaluations
 
 
 def test_qat_fine_tuning_is_reported_next_to_laq():
@@ -64,10 +64,11 @@ def test_qat_fine_tuning_is_reported_next_to_laq():
     y = torch.randint(0, 2, (256,), generator=gen)
     x = torch.where(y[:, None] == 1, torch.linspace(-1, 1, 16), -torch.linspace(-1, 1, 16)) + 0.8 * torch.randn(256, 16, generator=gen)
     loader = lambda: [(x[:, None, :], y)]  # noqa: E731
-    laq = LayerwiseAdaptiveQuantization(fixed_bits=[], min_bits=1, max_bits=1, qat_epochs=20, qat_lr=1e-3).run(net, val, test, loader)["laq"]
-    assert laq["qat"]["epochs"] == 20 and laq["qat"]["avg_bits"] == laq["avg_bits"]
+    laq = LayerwiseAdaptiveQuantization(fixed_bits=[], min_bits=1, max_bits=1, qat_epochs=20, qat_lr=1e-3).run(net, val, test, loader).laq
+    qat, row = laq.qat.scores, laq.scores
+    assert laq.qat.epochs == 20 and qat.avg_bits == row.avg_bits
     # Fine-tuned on other data of the task, the 1-bit model keeps its held-out accuracy (within one point).
-    assert laq["qat"]["val_acc"] >= laq["val_acc"] - 0.01 and laq["qat"]["test_acc"] >= laq["test_acc"] - 0.01
+    assert qat.val_acc >= row.val_acc - 0.01 and qat.test_acc >= row.test_acc - 0.01
 
 
 def test_default_run_quantizes_well_below_8_bits_within_the_margin(default_run):
@@ -116,11 +117,11 @@ def test_recovered_model_is_the_laq_model_and_its_artifact(tmp_path):
     before = {k: p.detach().clone() for k, p in net.named_parameters()}
     cb = LayerwiseAdaptiveQuantization(fixed_bits=[2], t_margin=3.0, grid="full", scale="mse", fidelity_weight=0.5,
                                        fallback="best", recovery_epochs=5, recovery_lr=1e-3, recovery_distill=0.5)
-    laq = cb.run(net, val, test, _loader(train))["laq"]
-    assert set(laq["before_recovery"]) >= {"val_acc", "test_acc", "test_uar", "size_kb", "avg_bits"}
-    assert 0 <= laq["recovery"]["chosen_epoch"] <= 5 and len(laq["recovery"]["curve"]) == 6
-    curve = laq["recovery"]["curve"]
-    assert curve[laq["recovery"]["chosen_epoch"]]["val_kl"] == min(p["val_kl"] for p in curve)
+    laq = cb.run(net, val, test, _loader(train)).laq
+    assert laq.before_recovery.avg_bits == laq.scores.avg_bits and laq.before_recovery.size_kb == laq.scores.size_kb
+    assert 0 <= laq.recovery.chosen_epoch <= 5 and len(laq.recovery.curve) == 6
+    curve = laq.recovery.curve
+    assert curve[laq.recovery.chosen_epoch].val_kl == min(p.val_kl for p in curve)
     assert set(cb.predictions) == {"fixed/2", "laq", "laq_before_recovery"}
     assert all(torch.equal(before[k], p) for k, p in net.named_parameters()), "weights restored after recovery"
     cb.save(tmp_path / "quantized.pt")
@@ -137,11 +138,11 @@ def test_recovered_model_is_the_laq_model_and_its_artifact(tmp_path):
 @pytest.mark.parametrize("budget", [{"target_bits": 2.0}, {"target_kb": 0.1}])
 def test_size_budget_is_met_or_flagged(budget, caplog):
     net, val, test = _conv_task()
-    laq = LayerwiseAdaptiveQuantization(fixed_bits=[], fidelity_weight=0.5, **budget).run(net, val, test, _loader(val))["laq"]
+    laq = LayerwiseAdaptiveQuantization(fixed_bits=[], fidelity_weight=0.5, **budget).run(net, val, test, _loader(val)).laq
     if "target_bits" in budget:
-        assert laq["budget"]["met"] and laq["avg_bits"] <= 2.0 + 1e-9
+        assert laq.budget.met and laq.scores.avg_bits <= 2.0 + 1e-9
     else:  # 0.1 KB is below even the all-1-bit model (biases and scales are 32-bit)
-        assert not laq["budget"]["met"] and all(l["bits"] == 1 for l in laq["layers"])
+        assert not laq.budget.met and all(l.bits == 1 for l in laq.layers)
         assert "cannot be met" in caplog.text
 
 
@@ -150,7 +151,7 @@ def test_bias_correction_and_fallback_leave_the_model_unchanged():
     before = [p.detach().clone() for p in net.parameters()]
     results = LayerwiseAdaptiveQuantization(bias_correction=True, fallback="best", t_margin=0.0).run(net, val, test, _loader(val))
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
-    assert results["laq"]["quantizer"]["bias_correction"] is True
+    assert results.laq.quantizer.bias_correction is True
 
 
 @pytest.mark.parametrize("settings, option", [({"min_bits": 0}, "quant.min_bits"), ({"fidelity_weight": 2.0}, "quant.fidelity_weight"),

@@ -1,0 +1,422 @@
+"""The quantization steps, each a function of a ``Session`` and its own config: the fixed-width
+sweep, the LAQ search, recovery, the legacy QAT fine-tuning and the sensitivity-greedy baseline.
+
+``LayerwiseAdaptiveQuantization`` (callback.py) builds the configs from ``conf/quant``, calls
+these in order on a copy of the best checkpoint, logs and saves; the steps themselves need no
+Trainer, so tests drive each one on a small network. A step leaves the module holding the last
+model it scored (the search and recovery: the model they report); the caller restores it with
+``session.weights.restore()``.
+
+The training split (fidelity to the full-precision model, bias-correction statistics, recovery
+training) and the validation split (accuracy, recovery's epoch choice) drive every choice; the
+test split is only scored, so test numbers never influence a choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import parametrize
+
+from ser.errors import SERError
+from ser.quant import quantizer
+from ser.quant.evaluation import SplitTensors, accuracy, logits, predict, scores
+from ser.quant.importance import ImportanceWeights, layer_importance
+from ser.quant.quantizer import QuantizedTensor, QuantizedWeights, QuantizerConfig
+from ser.quant.search import FALLBACKS, budget_search, greedy_search, laq_search
+from ser.results import LAQ, QAT, Budget, CurvePoint, FixedRow, Greedy, LayerRecord, QuantizerRecord, Recovery, \
+    Scores, Signal, Tried
+
+log = logging.getLogger(__name__)
+
+
+# -- configs ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """What any importance-ordered allocation needs: the margin, Eq. 4's weights and the widths."""
+
+    t_margin: float = 4.0
+    weights: ImportanceWeights = field(default_factory=ImportanceWeights)
+    min_bits: int = 1
+    max_bits: int = 8
+    entropy_bins: int = 256
+
+    def __post_init__(self) -> None:
+        if not quantizer.MIN_BITS <= self.min_bits <= self.max_bits <= quantizer.MAX_BITS:
+            raise SERError(f"quant.min_bits..quant.max_bits = {self.min_bits}..{self.max_bits} must lie within 1..8")
+
+    @property
+    def bit_range(self) -> tuple[int, ...]:
+        return tuple(range(self.min_bits, self.max_bits + 1))
+
+
+@dataclass(frozen=True)
+class LAQConfig:
+    """The LAQ search: Eq. 5 with a signal (``fidelity_weight``), a fallback and an optional size budget."""
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    fidelity_weight: float = 0.0
+    fallback: str = "max"
+    target_kb: float | None = None
+    target_bits: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fidelity_weight <= 1.0:
+            raise SERError(f"quant.fidelity_weight must be in [0, 1], got {self.fidelity_weight}")
+        if self.fallback not in FALLBACKS:
+            raise SERError(f"quant.fallback must be 'max' or 'best', got {self.fallback!r}")
+
+    @property
+    def budgeted(self) -> bool:
+        return self.target_kb is not None or self.target_bits is not None
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """Quantization-aware training at the chosen bits and scales, distilled from full precision."""
+
+    epochs: int = 0
+    lr: float = 1e-4
+    distill: float = 1.0  # weight of distillation; the rest is cross-entropy on labels
+    temperature: float = 2.0
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.distill <= 1.0:
+            raise SERError(f"quant.recovery_distill must be in [0, 1], got {self.distill}")
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """Legacy report-only fine-tuning at the LAQ bits (straight-through, scales re-fit each step)."""
+
+    epochs: int = 0
+    lr: float = 1e-4
+
+
+# -- the shared state ---------------------------------------------------------------------
+
+@dataclass
+class Session:
+    """One module being quantized: its splits, the quantizer, and each scored model's test predictions
+    (``predictions[name]``, pooled by ``ser report``)."""
+
+    module: nn.Module
+    weights: QuantizedWeights
+    val: SplitTensors
+    test: SplitTensors
+    train: SplitTensors | None
+    quantizer: QuantizerConfig
+    bias_correction: bool
+    n_classes: int
+    baseline_val: float  # the full-precision model's validation accuracy
+    predictions: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, module: nn.Module, val: SplitTensors, test: SplitTensors, train_loader: Callable[[], Iterable] | None,
+             config: QuantizerConfig, bias_correction: bool, needs_train: bool) -> "Session":
+        """Collect the training split only when a step needs it (``needs_train``); bias correction's input
+        means come from it, or from validation when there is no training loader."""
+        n_classes = int(torch.cat([val.targets, test.targets]).max()) + 1
+        train = SplitTensors.collect(train_loader(), val.inputs.device) if train_loader is not None and needs_train else None
+        means = quantizer.mean_inputs(module, train.inputs if train is not None else val.inputs) if bias_correction else None
+        weights = QuantizedWeights(module, config, means)
+        return cls(module, weights, val, test, train, config, bias_correction, n_classes, accuracy(module, val))
+
+    @property
+    def quantizer_record(self) -> QuantizerRecord:
+        return QuantizerRecord(**self.quantizer.as_dict(), bias_correction=self.bias_correction)
+
+    def scores(self, allocation: dict[str, int], name: str) -> Scores:
+        """The module as it is now (holding ``allocation``), scored; its test predictions kept as ``name``."""
+        preds = predict(self.module, self.test)
+        self.predictions[name] = preds.cpu().tolist()
+        test_acc, test_uar = scores(preds, self.test.targets, self.n_classes)
+        return Scores(val_acc=accuracy(self.module, self.val), test_acc=test_acc, test_uar=test_uar,
+                      size_kb=quantizer.model_size_kb(self.module, allocation, self.quantizer),
+                      avg_bits=quantizer.average_bits(self.module, allocation))
+
+
+# -- fixed widths -------------------------------------------------------------------------
+
+def fixed_sweep(session: Session, bits: Iterable[int]) -> list[FixedRow]:
+    """Every layer at each width of ``bits`` (the paper's fixed 8…1 rows)."""
+    rows = []
+    for b in bits:
+        allocation = {name: b for name in session.weights.layers}
+        session.weights.apply(allocation)
+        rows.append(FixedRow(bits=b, scores=session.scores(allocation, f"fixed/{b}")))
+    return rows
+
+
+# -- the LAQ search -----------------------------------------------------------------------
+
+class Scorer:
+    """The search's quality of an allocation, memoised.
+
+    quality = (1 − λ)·validation accuracy + λ·agreement with the full-precision model's
+    predictions on the training and validation utterances (λ = ``fidelity_weight``; 0 is the
+    paper). The full-precision model scores (1 − λ)·val acc + λ.
+    """
+
+    def __init__(self, module: nn.Module, weights: QuantizedWeights, val: SplitTensors,
+                 fidelity: SplitTensors | None, fidelity_weight: float):
+        self.module, self.weights, self.val = module, weights, val
+        self.fidelity, self.lam = fidelity, fidelity_weight
+        weights.restore()
+        self.reference = predict(module, fidelity) if fidelity is not None and fidelity_weight > 0 else None
+        self.cache: dict[tuple, float] = {}
+        self.baseline = self._measure()
+        self.calls = 0
+
+    def _measure(self) -> float:
+        acc = accuracy(self.module, self.val)
+        if self.reference is None:
+            return acc
+        agree = float((predict(self.module, self.fidelity) == self.reference).float().mean())
+        return (1 - self.lam) * acc + self.lam * agree
+
+    def __call__(self, allocation: dict[str, int]) -> float:
+        key = tuple(sorted(allocation.items()))
+        if key not in self.cache:
+            self.weights.apply(allocation)
+            self.cache[key] = self._measure()
+        self.calls += 1
+        return self.cache[key]
+
+
+def _evaluator(session: Session):
+    """Validation accuracy with a {layer: bits} allocation swapped in, measured every time (the paper's
+    search and greedy, so evaluation counts stay comparable)."""
+
+    def evaluate(allocation: dict[str, int]) -> float:
+        session.weights.apply(allocation)
+        return accuracy(session.module, session.val)
+
+    return evaluate
+
+
+def _budget_search(session: Session, config: LAQConfig, importance, scorer: Scorer):
+    """Eq. 5 at the T_margin that fits the size budget best, and what the budget came to."""
+    module, bit_range = session.module, config.search.bit_range
+
+    def fits(allocation: dict[str, int]) -> float:  # ≤ 1 when every budget is met
+        ratios = [0.0]
+        if config.target_kb is not None:
+            ratios.append(quantizer.file_size_kb(module, allocation, session.quantizer) / config.target_kb)
+        if config.target_bits is not None:
+            ratios.append(quantizer.average_bits(module, allocation) / config.target_bits)
+        return max(ratios)
+
+    search, met = budget_search(importance, scorer, scorer.baseline, fits, 1.0, bit_range, config.fallback)
+    file_kb = quantizer.file_size_kb(module, search.bits, session.quantizer)
+    if not met:
+        log.warning("LAQ: the size budget (target_kb=%s, target_bits=%s) cannot be met with %s-bit layers; "
+                    "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits", config.target_kb,
+                    config.target_bits, min(bit_range), file_kb, quantizer.average_bits(module, search.bits))
+    return search, Budget(target_kb=config.target_kb, target_bits=config.target_bits, met=met, t_margin=search.t_margin,
+                          file_kb=file_kb)
+
+
+def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:
+    """Importance (Eq. 1–4) and the search (Eq. 5): the LAQ row and each layer's quantized tensor.
+    Leaves the module holding the allocation."""
+    session.weights.restore()
+    importance = layer_importance(session.module, config.search.weights, config.search.entropy_bins)
+    t_margin, bit_range = config.search.t_margin, config.search.bit_range
+    start = time.perf_counter()
+    budget = None
+    if config.fidelity_weight > 0:
+        train, val = session.train, session.val
+        fidelity = val if train is None else SplitTensors(torch.cat([train.inputs, val.inputs]), torch.cat([train.targets, val.targets]))
+        scorer = Scorer(session.module, session.weights, val, fidelity, config.fidelity_weight)
+    elif not config.budgeted and not session.bias_correction and config.fallback == "max":
+        scorer = None  # the paper's search, evaluation for evaluation (no memoisation: counts stay comparable)
+    else:
+        scorer = Scorer(session.module, session.weights, session.val, None, 0.0)
+    if scorer is None:
+        search = laq_search(importance, _evaluator(session), session.baseline_val, t_margin, bit_range)
+    elif config.budgeted:
+        search, budget = _budget_search(session, config, importance, scorer)
+    else:
+        search = laq_search(importance, scorer, scorer.baseline, t_margin, bit_range, config.fallback)
+    search_s = time.perf_counter() - start
+    session.weights.apply(search.bits)
+    row = session.scores(search.bits, "laq")
+    by_name = {c.layer.name: c for c in search.choices}
+    record = LAQ(
+        scores=row,
+        t_margin=search.t_margin if search.t_margin is not None else t_margin,
+        weights=config.search.weights.as_dict(),
+        evaluations=search.evaluations,
+        search_s=search_s,
+        quantizer=session.quantizer_record,
+        signal=Signal(fidelity_weight=config.fidelity_weight, fallback=config.fallback),
+        layers=[
+            LayerRecord(name=l.name, params=l.params, n_p=l.n_p, n_e=l.n_e, n_v=l.n_v, importance=l.importance,
+                        rank=by_name[l.name].rank, margin=by_name[l.name].margin, bits=by_name[l.name].bits,
+                        drop=by_name[l.name].drop, fallback=by_name[l.name].fallback,
+                        tried=[Tried(bits=b, drop=d) for b, d in by_name[l.name].tried])
+            for l in importance
+        ],
+        budget=budget,
+    )
+    log.info(
+        "LAQ: bits %s, average %.2f bits, %.1f KB, val %.4f (full precision %.4f), test %.4f; %d evaluations in %.2f s",
+        search.bits, row.avg_bits, row.size_kb, row.val_acc, session.baseline_val, row.test_acc, search.evaluations, search_s,
+    )
+    return record, {n: session.weights.tensor(n, b) for n, b in search.bits.items()}
+
+
+# -- recovery -----------------------------------------------------------------------------
+
+class _FixedScaleSTE(nn.Module):
+    """Recovery: the grid at the scales the search chose, straight-through gradient."""
+
+    def __init__(self, bits: int, grid: str, scales: torch.Tensor, per_channel: bool):
+        super().__init__()
+        self.bits, self.grid, self.per_channel = bits, grid, per_channel
+        self.register_buffer("scales", scales.detach().clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return quantizer.fake_quantize(weight, self.bits, self.grid, self.scales, self.per_channel)
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean KL(teacher ‖ student) of softened class distributions."""
+    return F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(teacher / temperature, 1),
+                    log_target=True, reduction="batchmean")
+
+
+def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:
+    """QAT at the chosen bits and scales on the training split, distilled from the full-precision model;
+    the epoch (0 = none) with the lowest validation KL to full precision is kept.
+
+    The recovered model IS the LAQ model: the returned row scores it (the search's numbers move to
+    ``before_recovery``, its predictions to ``laq_before_recovery``), the module holds it (dequantized
+    weights, trained biases) and the returned tensors are its codes.
+    """
+    module, train, val, allocation = session.module, session.train, session.val, found.bits
+    assert train is not None, "recovery trains on the training split"
+    session.predictions["laq_before_recovery"] = session.predictions["laq"]
+    start = time.perf_counter()
+    layers = quantizer.quantizable_layers(module)
+    tensors = {name: session.weights.tensor(name, bits) for name, bits in allocation.items()}
+    session.weights.restore()
+    teacher_val, teacher_train = logits(module, val), logits(module, train)  # the full-precision model
+    with torch.no_grad():  # start: full-precision latent weights, bias-corrected biases
+        for name, bits in allocation.items():
+            if getattr(layers[name], "bias", None) is not None:
+                layers[name].bias.copy_(session.weights.bias(name, bits))
+    for name, bits in allocation.items():
+        t = tensors[name]
+        parametrize.register_parametrization(layers[name], "weight",
+                                             _FixedScaleSTE(bits, t.grid, t.scales, session.quantizer.per_channel))
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    T, d = config.temperature, config.distill
+
+    def val_kl() -> float:
+        with torch.no_grad():
+            return float(_kl(logits(module, val), teacher_val))
+
+    curve = [CurvePoint(epoch=0, val_kl=val_kl(), val_acc=accuracy(module, val))]
+    best_epoch, best_kl = 0, curve[0].val_kl
+    best_state = copy.deepcopy(module.state_dict())
+    device = val.inputs.device
+    generator = torch.Generator().manual_seed(config.seed)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            module.train()
+            order = torch.randperm(len(train.inputs), generator=generator).to(device)
+            for i in range(0, len(order), config.batch_size):
+                idx = order[i : i + config.batch_size]
+                x, y, target = train.inputs[idx], train.targets[idx], teacher_train[idx]
+                out = module(x)
+                loss = (1 - d) * F.cross_entropy(out, y) + d * T * T * _kl(out, target, T) if d > 0 else F.cross_entropy(out, y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            module.eval()
+            kl = val_kl()
+            curve.append(CurvePoint(epoch=epoch, val_kl=kl, val_acc=accuracy(module, val)))
+            if kl < best_kl - 1e-9:
+                best_epoch, best_kl, best_state = epoch, kl, copy.deepcopy(module.state_dict())
+        module.load_state_dict(best_state)
+    finally:  # bake the quantized weights in, so the model is plain again
+        for name in allocation:
+            parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
+    module.eval()
+    shipped = quantizer.quantize_(module, allocation, session.quantizer, {name: t.scales for name, t in tensors.items()})
+    recovery = Recovery(epochs=config.epochs, chosen_epoch=best_epoch, lr=config.lr, distill=d, temperature=T,
+                        seconds=time.perf_counter() - start, curve=curve)
+    row = session.scores(allocation, "laq")
+    log.info("LAQ after %d/%d recovery epochs: val %.4f, test %.4f (before: val %.4f, test %.4f); %.2f s",
+             best_epoch, config.epochs, row.val_acc, row.test_acc, found.scores.val_acc, found.scores.test_acc,
+             recovery.seconds)
+    return replace(found, scores=row, before_recovery=found.scores, recovery=recovery), shipped
+
+
+# -- legacy QAT fine-tuning ---------------------------------------------------------------
+
+class _StraightThrough(nn.Module):
+    """Quantized weight in the forward pass, identity gradient in the backward pass (scales re-fit each step)."""
+
+    def __init__(self, bits: int, config: QuantizerConfig):
+        super().__init__()
+        self.bits, self.config = bits, config
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + (quantizer.quantize(weight, self.bits, self.config)[0] - weight).detach()
+
+
+def fine_tune(session: Session, allocation: dict[str, int], loader: Iterable, config: QATConfig) -> QAT:
+    """A few epochs of QAT from the module as it is, reported next to LAQ as ``laq_qat`` and not
+    shipped: the module is put back as it was."""
+    module, device = session.module, session.val.inputs.device
+    layers = quantizer.quantizable_layers(module)
+    original = {k: v.clone() for k, v in module.state_dict().items()}
+    for name, bits in allocation.items():
+        parametrize.register_parametrization(layers[name], "weight", _StraightThrough(bits, session.quantizer))
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
+    try:
+        for _ in range(config.epochs):
+            module.train()
+            for batch in loader:
+                x, y = batch[0].to(device), batch[1].to(device)
+                optimizer.zero_grad()
+                F.cross_entropy(module(x), y).backward()
+                optimizer.step()
+    finally:
+        for name in allocation:
+            parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=True)
+    module.eval()
+    result = QAT(scores=session.scores(allocation, "laq_qat"), epochs=config.epochs)
+    module.load_state_dict(original)
+    log.info("LAQ + %d epochs of QAT: val %.4f, test %.4f", config.epochs, result.scores.val_acc, result.scores.test_acc)
+    return result
+
+
+# -- the sensitivity-greedy baseline ------------------------------------------------------
+
+def greedy(session: Session, config: SearchConfig) -> Greedy:
+    """Take one bit at a time from the layer that loses least, within ``t_margin``: a comparison
+    baseline at LAQ's margin, for the same report."""
+    session.weights.restore()
+    layers = layer_importance(session.module, config.weights, config.entropy_bins)
+    search = greedy_search(layers, _evaluator(session), session.baseline_val, config.t_margin, config.bit_range)
+    session.weights.apply(search.bits)
+    result = Greedy(bits=search.bits, scores=session.scores(search.bits, "greedy"), evaluations=search.evaluations,
+                    search_s=search.seconds)
+    log.info("sensitivity greedy: bits %s, average %.2f bits, val %.4f, test %.4f; %d evaluations",
+             search.bits, result.scores.avg_bits, result.scores.val_acc, result.scores.test_acc, search.evaluations)
+    return result
