@@ -5,7 +5,8 @@ as ``const`` arrays at each layer's own width with the layer's grid, the standar
 population) statistics, each mel filter's nonzero span, a quarter-wave cosine table (FFT
 twiddles and the Hann window), the DCT as a table of its 4·n_mels distinct values, and the
 positions of the chroma filterbank's non-negligible weights (their values are computed at
-start-up into static RAM). No heap, libm only. See ser/runtime/c/ser.h for the API.
+start-up into static RAM), and for the pitch and spectral parts YIN's lag range and the contrast
+sub-bands' bin ranges and quantile counts. No heap, libm only. See ser/runtime/c/ser.h for the API.
 """
 
 from __future__ import annotations
