@@ -18,10 +18,14 @@ import pytest
 import soundfile as sf
 
 from ser.dsp.audio import load_audio
+from ser.dsp.feature_config import FeatureConfig
+from ser.errors import SERError
 from ser.export import main as export_main
+from ser.runtime import c_export
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
-from tests.conftest import env_path
+from tests.conftest import env_path, run_train
+from tests.runtime.conftest import SMALL_FEATURES
 
 CC = os.environ.get("CC", "cc")
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror"]
@@ -192,3 +196,82 @@ def test_paper_mlp_at_2_bits_fits_a_cortex_m4_and_runs_on_qemu(default_run, c_de
     _assert_parity(c, _numpy(model, clips[:3]))
     used = [int(m) for m in re.findall(r"stack used by ser_predict: (\d+) bytes", proc.stdout + proc.stderr)]
     assert used and max(used) < 4096
+
+
+# -- pitch and spectral parts (YIN, spectral shape, contrast) -----------------------------------------------------
+
+DESCRIPTOR_PARTS = "data.features.parts=[mfcc,chroma,mel,pitch,spectral]"
+
+
+@pytest.fixture(scope="module")
+def c_descriptors(tiny_manifest, cache_dir, tmp_path_factory):
+    """A run whose features include pitch and spectral (mean and std, smaller front end), exported at 4 bits and
+    compiled, with its test clips (a -80 dBFS noise floor added) and clips that probe the edge cases."""
+    out = tmp_path_factory.mktemp("c_descriptors")
+    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", DESCRIPTOR_PARTS, "data.features.stats=[mean,std]",
+                     "quant=none", "trainer.max_epochs=3", *SMALL_FEATURES, cache_dir=cache_dir, run_dir=out / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert export_main([str(out / "run"), "--bits", "4", "-o", str(out / "model.serq"), "--c", str(out / "c")]) == 0
+    model = QuantizedModel.load(out / "model.serq")
+    sr = model.features.sample_rate
+    rng = np.random.default_rng(0)
+    files = [row["path"] for row in csv.DictReader(open(out / "run" / "splits" / "test.csv"))]
+    # Without a noise floor, the contrast valley of a sub-band a synthetic voice leaves empty, or of a pure tone's
+    # spectral null, is FFT rounding noise (torch in float32 and in float64 differ there by dB); recordings have one.
+    t = np.arange(sr) / sr
+    signals = {Path(f).stem: load_audio(f, sr) for f in files}
+    signals |= {"tone180": 0.3 * np.sin(2 * np.pi * 180 * t), "noise": 0.1 * rng.standard_normal(sr),
+                "short": 0.2 * np.sin(2 * np.pi * 300 * t[:200])}
+    signals = {name: signal + 1e-4 * rng.standard_normal(len(signal)) for name, signal in signals.items()}
+    signals["silence"] = np.zeros(sr)  # digital silence: every frame's spectrum is exactly zero
+    clips = []
+    (out / "clips").mkdir()
+    for i, (name, signal) in enumerate(signals.items()):
+        path = out / "clips" / f"{i:03d}_{name}.wav"
+        sf.write(path, signal.astype(np.float32), sr, subtype="FLOAT")
+        clips.append((path, signal.astype(np.float32)))
+    return model, _build(out / "c"), clips
+
+
+def _c_features(cli: Path, paths) -> np.ndarray:
+    proc = subprocess.run([str(cli), "--features", *map(str, paths)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return np.array([json.loads(line)["features"] for line in proc.stdout.splitlines() if line.startswith("{")])
+
+
+def _torch_features(model: QuantizedModel, clips) -> np.ndarray:
+    from ser.data.features import FeatureExtractor
+
+    extractor = FeatureExtractor(model.features)
+    return np.stack([extractor([signal])[0] for _, signal in clips])
+
+
+def test_c_pitch_and_spectral_features_match_the_torch_extractor(c_descriptors):
+    model, cli, clips = c_descriptors
+    config = model.features
+    c, reference = _c_features(cli, [p for p, _ in clips]), _torch_features(model, clips)
+    assert c.shape == reference.shape == (len(clips), config.dim)
+    for name, block in config.blocks():  # every block within 1e-4 of its largest value
+        error = np.abs(c[:, block] - reference[:, block])
+        worst = np.unravel_index(error.argmax(), error.shape)
+        assert error.max() <= 1e-4 * np.abs(reference[:, block]).max(), (name, worst, error.max(), np.abs(reference[:, block]).max())
+    names = [p.stem.split("_", 1)[1] for p, _ in clips]
+    log_f0, voiced = config.channel("pitch", "log_f0"), config.channel("pitch", "voiced")
+    tone, silence = names.index("tone180"), names.index("silence")
+    assert c[tone, log_f0] == pytest.approx(np.log(180.0), abs=0.01) and c[tone, voiced] > 0.9
+    assert c[silence, log_f0] == 0.0 and c[silence, voiced] == 0.0  # log F0 pooled over no voiced frame
+    std_log_f0 = config.frame_dim + log_f0
+    assert c[silence, std_log_f0] == 0.0 and c[tone, std_log_f0] < 0.01
+
+
+def test_c_library_with_pitch_and_spectral_parts_predicts_what_torch_features_give(c_descriptors):
+    model, cli, clips = c_descriptors
+    reference = np.stack([model.probabilities(f)[0] for f in _torch_features(model, clips)])
+    _assert_parity(_c_probabilities(cli, [p for p, _ in clips], model), reference)
+
+
+def test_c_export_refuses_a_yin_lag_range_too_short_for_a_trough():
+    config = FeatureConfig(parts=("mfcc", "pitch"), f0_min=440.0, f0_max=441.0)
+    with pytest.raises(SERError, match="f0_min=440.0, f0_max=441.0"):
+        c_export._check(config, {"layers": []})
+    c_export._check(FeatureConfig(parts=("mfcc", "pitch", "spectral")), {"layers": []})  # the defaults export

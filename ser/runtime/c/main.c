@@ -1,6 +1,7 @@
 /* ser_cli: predict the emotion of WAV files with the generated library; one JSON line per file.
  *
  *   ./ser_cli [--speaker stats.txt] clip.wav [more.wav ...]
+ *   ./ser_cli --features clip.wav [more.wav ...]   (the pooled feature vectors instead: {"file", "features"})
  *
  * WAV: PCM 16-bit or IEEE float 32-bit, any number of channels (mixed to mono by their mean),
  * at SER_SAMPLE_RATE (no resampling here). stats.txt (speaker-normalised models): the speaker's
@@ -110,8 +111,11 @@ int main(int argc, char **argv) {
     static float mean[SER_FEATURE_DIM], std[SER_FEATURE_DIM];
     float probabilities[SER_N_CLASSES];
     const float *sm = NULL, *ss = NULL;
-    int i, k, failed = 0, first = 1;
-    if (argc > 2 && !strcmp(argv[1], "--speaker")) {
+    static float features[SER_FEATURE_DIM];
+    int i, k, failed = 0, first = 1, only_features = 0;
+    if (argc > 1 && !strcmp(argv[1], "--features")) {
+        only_features = 1; first = 2;
+    } else if (argc > 2 && !strcmp(argv[1], "--speaker")) {
         if (!read_speaker(argv[2], mean, std)) {
             fprintf(stderr, "error: %s: expected %d numbers\n", argv[2], 2 * SER_FEATURE_DIM);
             return 2;
@@ -119,7 +123,7 @@ int main(int argc, char **argv) {
         sm = mean; ss = std; first = 3;
     }
     if (argc <= first) {
-        fprintf(stderr, "usage: %s [--speaker stats.txt] clip.wav ...\n", argv[0]);
+        fprintf(stderr, "usage: %s [--speaker stats.txt | --features] clip.wav ...\n", argv[0]);
         return 2;
     }
     ser_init();
@@ -132,6 +136,15 @@ int main(int argc, char **argv) {
         if (pcm == NULL) {
             printf("{\"file\": \"%s\", \"error\": \"%s (model: %d Hz)\"}\n", argv[i], why, SER_SAMPLE_RATE);
             failed = 1;
+            continue;
+        }
+        if (only_features) {
+            rc = ser_features(pcm, n, features);
+            free(pcm);
+            if (rc != SER_OK) { printf("{\"file\": \"%s\", \"error\": \"ser_features failed\"}\n", argv[i]); failed = 1; continue; }
+            printf("{\"file\": \"%s\", \"features\": [", argv[i]);
+            for (k = 0; k < SER_FEATURE_DIM; ++k) printf("%s%.9g", k ? ", " : "", (double)features[k]);
+            printf("]}\n");
             continue;
         }
 #ifdef SER_STACK_PAINT

@@ -6,10 +6,15 @@
  *   mel power (Slaney triangles, each stored as its nonzero span) →
  *   dB (10·log10, floored SER_TOP_DB below the clip's peak) → MFCC (orthonormal DCT-II);
  *   chroma (Ellis filterbank, built at start-up, peak-normalised per frame); mel (power or dB) →
- *   mean / standard deviation over all frames (accumulated in double) →
+ *   pitch (YIN on the unwindowed frame: direct autocorrelation over lags 0..SER_YIN_HI, cumulative-
+ *   mean-normalised difference over SER_YIN_LO..SER_YIN_HI, first trough below the threshold else the
+ *   deepest, parabolic refinement → log F0, periodicity, voiced); spectral shape (loudness in dB,
+ *   zero-crossing rate, centroid, bandwidth, roll-off, flatness, octave-band contrast in dB) →
+ *   mean / standard deviation over all frames (accumulated in double; log F0 over voiced frames only) →
  *   [speaker z-score →] standardisation → layers of integer codes on each layer's grid → softmax.
- * The dB floor needs the clip's peak before any frame's MFCC, so the clip is read twice: the
- * first pass finds the largest mel power, the second computes the features.
+ * The dB floors need the clip's peaks before any frame's features, so the clip is read twice: the
+ * first pass finds the largest mel power (and, with the spectral part, the largest mean square and
+ * the largest contrast peak and valley), the second computes the features.
  */
 #include "ser.h"
 
@@ -21,19 +26,29 @@
 #define SER_BINS (SER_N_FFT / 2 + 1)
 #define SER_AMIN 1e-10f
 
-enum { PART_MFCC = 0, PART_CHROMA = 1, PART_MEL = 2 };
+enum { PART_MFCC = 0, PART_CHROMA = 1, PART_MEL = 2, PART_PITCH = 3, PART_SPECTRAL = 4 };
+#define SER_TWO_PASS (SER_NEEDS_DB || SER_HAS_SPECTRAL)
 enum { STAT_MEAN = 0, STAT_STD = 1 };
 enum { GRID_SYMMETRIC = 0, GRID_FULL = 1 };
 
 /* All working memory: one static block, no heap. */
 static struct {
-    float fft[SER_N_FFT];       /* the windowed frame, then its half-length complex FFT */
+    float fft[SER_N_FFT];       /* the frame, then windowed, then its half-length complex FFT */
     float power[SER_BINS];      /* power spectrum of the frame */
     float mel[SER_N_MELS];      /* mel power */
     float db[SER_N_MELS];       /* mel power in dB, floored */
     float frame[SER_FRAME_DIM]; /* one frame's features, in the model's part order */
     double sum[SER_FRAME_DIM];  /* pooling accumulators */
     double squares[SER_FRAME_DIM];
+    double voiced;              /* voiced frames: log F0's pooling count */
+#if SER_HAS_PITCH
+    float acf[SER_YIN_HI + 1];  /* autocorrelation, then the normalised difference (lags lo..hi) */
+    float pitch[3];             /* log F0, periodicity, voiced */
+#endif
+#if SER_HAS_SPECTRAL
+    float low[SER_CONTRAST_MAX_COUNT], high[SER_CONTRAST_MAX_COUNT]; /* a sub-band's smallest / largest magnitudes */
+    float zcr;                  /* zero-crossing rate of the unwindowed frame */
+#endif
     float act[2][SER_MAX_WIDTH]; /* layer activations (ping-pong) */
 #if SER_HAS_CHROMA
     float chroma_weights[SER_CHROMA_NNZ]; /* the chroma filterbank's kept weights, built by ser_init */
@@ -130,16 +145,22 @@ static void complex_fft(float *z) {
     }
 }
 
-/* Power spectrum of frame t of the centred clip into scratch.power. */
-static void frame_power(const float *pcm, int n, int t) {
-    const int m = SER_N_FFT / 2;
+/* Frame t of the centred (zero-padded) clip, unwindowed, into scratch.fft. */
+static void load_frame(const float *pcm, int n, int t) {
     const int start = t * SER_HOP - SER_N_FFT / 2;
-    int i, k;
-    float *z = scratch.fft;
+    int i;
     for (i = 0; i < SER_N_FFT; ++i) {
         int at = start + i;
-        z[i] = (at >= 0 && at < n) ? pcm[at] * window(i) : 0.0f;
+        scratch.fft[i] = (at >= 0 && at < n) ? pcm[at] : 0.0f;
     }
+}
+
+/* Power spectrum of the frame in scratch.fft (windowed in place, then transformed) into scratch.power. */
+static void frame_power(void) {
+    const int m = SER_N_FFT / 2;
+    int i, k;
+    float *z = scratch.fft;
+    for (i = 0; i < SER_N_FFT; ++i) z[i] *= window(i);
     complex_fft(z); /* even samples as real parts, odd as imaginary */
     scratch.power[0] = (z[0] + z[1]) * (z[0] + z[1]);
     scratch.power[m] = (z[0] - z[1]) * (z[0] - z[1]);
@@ -155,6 +176,7 @@ static void frame_power(const float *pcm, int n, int t) {
     }
 }
 
+#if SER_NEEDS_MEL
 static void mel_power(void) {
     int b, i;
     for (b = 0; b < SER_N_MELS; ++b) {
@@ -165,21 +187,122 @@ static void mel_power(void) {
         scratch.mel[b] = acc;
     }
 }
+#endif
 
+#if SER_HAS_PITCH
+/* YIN (ser.data.descriptors.yin) on the unwindowed frame in scratch.fft into scratch.pitch. */
+static void pitch(void) {
+    const float *y = scratch.fft;
+    float *c = scratch.acf, *q = scratch.acf + SER_YIN_LO, best, period, shift = 0.0f, periodicity;
+    const int len = SER_YIN_HI - SER_YIN_LO + 1;
+    double energy = 0.0, total = 0.0; /* running sums in double, as torch's cumsum on the CPU */
+    int k, i, index = -1, argmin = 0, inner;
+    for (k = 0; k <= SER_YIN_HI; ++k) { /* direct autocorrelation: no 2·n_fft FFT buffer */
+        float a0 = 0.0f, a1 = 0.0f;
+        const int stop = SER_N_FFT - k;
+        for (i = 0; i + 1 < stop; i += 2) { a0 += y[i] * y[i + k]; a1 += y[i + 1] * y[i + 1 + k]; }
+        if (i < stop) a0 += y[i] * y[i + k];
+        c[k] = a0 + a1;
+    }
+    if (c[0] > FLT_MIN) {
+        const float acf0 = c[0];
+        for (k = 1; k <= SER_YIN_HI; ++k) { /* d(k) = 2(acf(0) − acf(k)) − Σ_{m<k} y[m]², normalised by its running mean */
+            float d, mean;
+            energy += (double)y[k - 1] * y[k - 1];
+            d = 2.0f * (acf0 - c[k]) - (float)energy;
+            total += d;
+            mean = (float)(total / k);
+            if (k >= SER_YIN_LO) c[k] = d / (mean + FLT_MIN);
+        }
+    } else {
+        for (k = SER_YIN_LO; k <= SER_YIN_HI; ++k) c[k] = 1.0f; /* silence: no dip */
+    }
+    best = q[0];
+    for (k = 0; k < len; ++k) {
+        int trough = k == 0 ? q[0] < q[1] : k == len - 1 ? q[k] < q[k - 1] : (q[k] < q[k - 1] && q[k] <= q[k + 1]);
+        if (index < 0 && trough && q[k] < SER_YIN_THRESHOLD) index = k;
+        if (q[k] < best) { best = q[k]; argmin = k; }
+    }
+    if (index < 0) index = argmin;
+    inner = index < 1 ? 1 : index > len - 2 ? len - 2 : index;
+    if (inner == index) { /* parabola through the neighbours */
+        float a = q[index + 1] + q[index - 1] - 2.0f * q[index], b = 0.5f * (q[index + 1] - q[index - 1]);
+        if (fabsf(b) < fabsf(a)) shift = -b / a;
+    }
+    period = (float)(SER_YIN_LO + index) + shift;
+    periodicity = 1.0f - best;
+    periodicity = periodicity < 0.0f ? 0.0f : periodicity > 1.0f ? 1.0f : periodicity;
+    scratch.pitch[0] = logf((float)SER_SAMPLE_RATE / period);
+    scratch.pitch[1] = periodicity;
+    scratch.pitch[2] = periodicity > SER_VOICED_ABOVE ? 1.0f : 0.0f;
+}
+#endif
+
+#if SER_HAS_SPECTRAL
+/* Share of neighbouring samples of the unwindowed frame whose signs differ (|y| <= 1e-10 counts as +0). */
+static float zero_crossing_rate(void) {
+    int i, count = 0, previous = scratch.fft[0] < -1e-10f;
+    for (i = 1; i < SER_N_FFT; ++i) {
+        int negative = scratch.fft[i] < -1e-10f;
+        count += negative != previous;
+        previous = negative;
+    }
+    return (float)count / (float)SER_N_FFT;
+}
+
+/* Mean square of the windowed frame from its power spectrum (Parseval). */
+static float mean_square(void) {
+    float total = 0.0f;
+    int k;
+    for (k = 0; k < SER_BINS; ++k) total += scratch.power[k];
+    return (2.0f * total - scratch.power[0] - scratch.power[SER_BINS - 1]) / ((float)SER_N_FFT * (float)SER_N_FFT);
+}
+
+/* Means of the smallest and of the largest ser_contrast_count[b] magnitudes of sub-band b (an
+ * insertion-sorted window of each: a partial sort, count is small). */
+static void contrast_band(int b, float *peak, float *valley) {
+    const int count = ser_contrast_count[b];
+    float *low = scratch.low, *high = scratch.high, sum_low = 0.0f, sum_high = 0.0f;
+    int k, i, n_low = 0, n_high = 0;
+    for (k = ser_contrast_start[b]; k < ser_contrast_stop[b]; ++k) {
+        float m = sqrtf(scratch.power[k]);
+        if (n_low < count || m < low[count - 1]) { /* low: ascending */
+            for (i = n_low < count ? n_low++ : count - 1; i > 0 && low[i - 1] > m; --i) low[i] = low[i - 1];
+            low[i] = m;
+        }
+        if (n_high < count || m > high[count - 1]) { /* high: descending */
+            for (i = n_high < count ? n_high++ : count - 1; i > 0 && high[i - 1] < m; --i) high[i] = high[i - 1];
+            high[i] = m;
+        }
+    }
+    for (i = 0; i < count; ++i) { sum_low += low[i]; sum_high += high[i]; }
+    *valley = sum_low / (float)count;
+    *peak = sum_high / (float)count;
+}
+#endif
+
+#if SER_TWO_PASS
 static float power_to_db(float p) { return 10.0f * log10f(p > SER_AMIN ? p : SER_AMIN); }
 
 static int n_frames(int n) { return n / SER_HOP + 1; }
 
-/* The frame's features in part order into scratch.frame, from scratch.power and scratch.mel. */
-static void frame_features(float floor_db) {
+/* The dB floors: SER_TOP_DB below the clip's largest mel power, mean square, contrast peak and valley. */
+typedef struct { float mel, loudness, peak, valley; } floors_t;
+
+static float floored_db(float p, float floor) {
+    float db = power_to_db(p);
+    return db > floor ? db : floor;
+}
+#endif
+
+/* The frame's features in part order into scratch.frame, from scratch.power and scratch.mel (and
+ * scratch.pitch, scratch.zcr, computed from the unwindowed frame before). */
+static void frame_features(const floors_t *floors) {
     int part, i, k, at = 0;
 #if SER_NEEDS_DB
-    for (i = 0; i < SER_N_MELS; ++i) {
-        float db = power_to_db(scratch.mel[i]);
-        scratch.db[i] = db > floor_db ? db : floor_db;
-    }
+    for (i = 0; i < SER_N_MELS; ++i) scratch.db[i] = floored_db(scratch.mel[i], floors->mel);
 #else
-    (void)floor_db;
+    (void)floors;
 #endif
     for (part = 0; part < SER_N_PARTS; ++part) {
         switch (ser_parts[part]) {
@@ -218,9 +341,52 @@ static void frame_features(float floor_db) {
             break;
         }
 #endif
+#if SER_NEEDS_MEL
         case PART_MEL:
             for (i = 0; i < SER_N_MELS; ++i) scratch.frame[at++] = SER_MEL_DB ? scratch.db[i] : scratch.mel[i];
             break;
+#endif
+#if SER_HAS_PITCH
+        case PART_PITCH:
+            for (i = 0; i < 3; ++i) scratch.frame[at++] = scratch.pitch[i];
+            break;
+#endif
+#if SER_HAS_SPECTRAL
+        case PART_SPECTRAL: { /* loudness, zcr, centroid, bandwidth, roll-off, flatness, contrast per sub-band */
+            const float hz = (float)SER_SAMPLE_RATE / (float)SER_N_FFT;
+            float total = 0.0f, moment = 0.0f, centroid, spread = 0.0f, cumulative = 0.0f, target;
+            float logs = 0.0f, linear = 0.0f, weight;
+            int below = 0;
+            scratch.frame[at++] = floored_db(mean_square(), floors->loudness);
+            scratch.frame[at++] = scratch.zcr;
+            for (k = 0; k < SER_BINS; ++k) {
+                float m = sqrtf(scratch.power[k]), p = scratch.power[k] > SER_AMIN ? scratch.power[k] : SER_AMIN;
+                total += m;
+                moment += m * ((float)k * hz);
+                logs += logf(p);
+                linear += p;
+            }
+            weight = total > FLT_MIN ? 1.0f / total : 1.0f;
+            centroid = moment * weight;
+            target = SER_ROLL_PERCENT * total;
+            for (k = 0; k < SER_BINS; ++k) {
+                float m = sqrtf(scratch.power[k]), f = (float)k * hz - centroid;
+                spread += m * weight * f * f;
+                cumulative += m;
+                below += cumulative < target;
+            }
+            scratch.frame[at++] = centroid;
+            scratch.frame[at++] = sqrtf(spread);
+            scratch.frame[at++] = (float)(below < SER_BINS ? below : SER_BINS - 1) * hz;
+            scratch.frame[at++] = expf(logs / (float)SER_BINS) / (linear / (float)SER_BINS);
+            for (k = 0; k < SER_CONTRAST_BANDS; ++k) {
+                float peak, valley;
+                contrast_band(k, &peak, &valley);
+                scratch.frame[at++] = floored_db(peak, floors->peak) - floored_db(valley, floors->valley);
+            }
+            break;
+        }
+#endif
         default:
             break;
         }
@@ -229,40 +395,78 @@ static void frame_features(float floor_db) {
 
 int ser_features(const float *pcm, int n, float *features) {
     int t, d, s, frames, at = 0;
-    float floor_db = 0.0f;
+    floors_t floors = {0.0f, 0.0f, 0.0f, 0.0f};
     if ((pcm == NULL && n > 0) || n < 0 || features == NULL) return SER_EINVAL;
     ser_init();
     frames = n_frames(n);
-#if SER_NEEDS_DB
-    { /* pass 1: the clip's largest mel power sets the dB floor */
-        float peak = 0.0f;
+#if SER_TWO_PASS
+    { /* pass 1: the clip's largest mel power (mean square, contrast peak and valley) set the dB floors */
+        float mel = 0.0f, loudness = 0.0f, peak = 0.0f, valley = 0.0f;
         int b;
         for (t = 0; t < frames; ++t) {
-            frame_power(pcm, n, t);
+            load_frame(pcm, n, t);
+            frame_power();
+#if SER_NEEDS_DB
             mel_power();
-            for (b = 0; b < SER_N_MELS; ++b) peak = scratch.mel[b] > peak ? scratch.mel[b] : peak;
+            for (b = 0; b < SER_N_MELS; ++b) mel = scratch.mel[b] > mel ? scratch.mel[b] : mel;
+#endif
+#if SER_HAS_SPECTRAL
+            {
+                float ms = mean_square(), pk, vl;
+                loudness = ms > loudness ? ms : loudness;
+                for (b = 0; b < SER_CONTRAST_BANDS; ++b) {
+                    contrast_band(b, &pk, &vl);
+                    peak = pk > peak ? pk : peak;
+                    valley = vl > valley ? vl : valley;
+                }
+            }
+#endif
         }
-        floor_db = power_to_db(peak) - (float)SER_TOP_DB;
+        floors.mel = power_to_db(mel) - (float)SER_TOP_DB;
+        floors.loudness = power_to_db(loudness) - (float)SER_TOP_DB;
+        floors.peak = power_to_db(peak) - (float)SER_TOP_DB;
+        floors.valley = power_to_db(valley) - (float)SER_TOP_DB;
+        (void)b;
     }
 #endif
     for (d = 0; d < SER_FRAME_DIM; ++d) scratch.sum[d] = scratch.squares[d] = 0.0;
+    scratch.voiced = 0.0;
     for (t = 0; t < frames; ++t) { /* pass 2: features, pooled */
-        frame_power(pcm, n, t);
+        load_frame(pcm, n, t);
+#if SER_HAS_PITCH
+        pitch();
+#endif
+#if SER_HAS_SPECTRAL
+        scratch.zcr = zero_crossing_rate();
+#endif
+        frame_power();
+#if SER_NEEDS_MEL
         mel_power();
-        frame_features(floor_db);
+#endif
+        frame_features(&floors);
         for (d = 0; d < SER_FRAME_DIM; ++d) {
             double x = scratch.frame[d];
+#if SER_HAS_PITCH
+            if (d == SER_LOG_F0_CHANNEL && scratch.pitch[2] == 0.0f) continue; /* log F0: voiced frames only */
+#endif
             scratch.sum[d] += x;
             scratch.squares[d] += x * x;
         }
+#if SER_HAS_PITCH
+        scratch.voiced += scratch.pitch[2];
+#endif
     }
     for (s = 0; s < SER_N_STATS; ++s) {
         for (d = 0; d < SER_FRAME_DIM; ++d) {
-            double mean = scratch.sum[d] / frames;
+            double count = frames, mean, var;
+#if SER_HAS_PITCH
+            if (d == SER_LOG_F0_CHANNEL) count = scratch.voiced > 1.0 ? scratch.voiced : 1.0;
+#endif
+            mean = scratch.sum[d] / count;
             if (ser_stats[s] == STAT_MEAN) {
                 features[at++] = (float)mean;
             } else {
-                double var = scratch.squares[d] / frames - mean * mean;
+                var = scratch.squares[d] / count - mean * mean;
                 features[at++] = (float)sqrt(var > 0.0 ? var : 0.0);
             }
         }
