@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from ser.dsp import filters
+
 __all__ = ["contrast", "mean_square", "spectral_shape", "yin", "zero_crossing_rate"]
 
 
@@ -29,7 +31,7 @@ def yin(frames: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float, th
     periodicity-weighted statistics is the caller's choice).
     """
     n = frames.shape[-1]
-    lo, hi = int(sample_rate // f0_max), min(int(-(-sample_rate // f0_min)), n - 1)
+    lo, hi = filters.yin_lags(sample_rate, n, f0_min, f0_max)
     spectrum = torch.fft.rfft(frames, n=2 * n)
     acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=2 * n)[..., : hi + 1]
     energy = frames[..., :hi].square().cumsum(-1)  # sum of y[m]^2 for m < k, k = 1..hi

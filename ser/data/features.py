@@ -149,10 +149,12 @@ class FeatureExtractor:
                     progress(len(index))
         return result
 
-    def _power_to_db(self, power: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """librosa's power_to_db (ref 1, amin 1e-10), floored ``top_db`` below each utterance's peak."""
+    def _power_to_db(self, power: torch.Tensor, valid: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """librosa's power_to_db (ref 1, amin 1e-10), floored ``top_db`` below each utterance's peak
+        (the peak of ``reference`` where given)."""
         db = 10.0 * torch.log10(power.clamp_min(1e-10))
-        peak = db.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
+        ref = db if reference is None else 10.0 * torch.log10(reference.clamp_min(1e-10))
+        peak = ref.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
         return torch.maximum(db, peak - self.config.top_db)
 
     def _spectral(self, framed: torch.Tensor, power: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -160,7 +162,9 @@ class FeatureExtractor:
         c = self.config
         loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
         peaks, valleys = descriptors.contrast(power, self._bands)
-        contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid)
+        # Valleys share the peaks' floor: a band the voice leaves empty holds only rounding noise,
+        # whose own peak would set a floor as unstable as the noise.
+        contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid, reference=peaks)
         shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
         return torch.cat([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], dim=1)
 

@@ -116,3 +116,9 @@ def contrast_bands(
         counted = stop - start + (0 if k == n_bands else 1)
         bands.append((int(start), int(stop), max(int(np.rint(quantile * counted)), 1)))
     return bands
+
+
+def yin_lags(sample_rate: int, n_fft: int, f0_min: float, f0_max: float) -> tuple[int, int]:
+    """The periods (in samples, inclusive) YIN searches: ``floor(sr / f0_max) .. ceil(sr / f0_min)``,
+    at most ``n_fft - 1``, as ``librosa.yin`` bounds them."""
+    return int(sample_rate // f0_max), min(int(-(-sample_rate // f0_min)), n_fft - 1)

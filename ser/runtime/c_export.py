@@ -70,19 +70,15 @@ def chroma_runs(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def yin_lags(config: FeatureConfig) -> tuple[int, int]:
-    """YIN's lag range lo..hi (inclusive), as ``ser.data.descriptors.yin`` computes it."""
-    sr = config.sample_rate
-    return int(sr // config.f0_max), min(int(-(-sr // config.f0_min)), config.n_fft - 1)
+    return filters.yin_lags(config.sample_rate, config.n_fft, config.f0_min, config.f0_max)
 
 
 def contrast_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each contrast sub-band's bins [start, stop) and how many of its smallest / largest magnitudes
-    make its valley / peak (``ser.data.descriptors.contrast``: Python's round, at least 1, at most the band)."""
-    bins = config.n_fft // 2 + 1
-    bands = filters.contrast_bands(config.sample_rate, config.n_fft, config.contrast_fmin, config.contrast_bands)
-    counts = [min(max(int(round(config.contrast_quantile * (stop - start + (1 if stop < bins else 0)))), 1), stop - start)
-              for start, stop in bands]
-    return np.array([b[0] for b in bands]), np.array([b[1] for b in bands]), np.array(counts)
+    make its valley / peak (``ser.dsp.filters.contrast_bands``), as arrays for the C tables."""
+    bands = filters.contrast_bands(config.sample_rate, config.n_fft, config.contrast_fmin, config.contrast_bands,
+                                   config.contrast_quantile)
+    return tuple(np.array(column) for column in zip(*bands))
 
 
 def _check(config: FeatureConfig, header: dict) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ser.dsp import filters
+
 __all__ = ["contrast", "mean_square", "spectral_shape", "yin", "zero_crossing_rate"]
 
 
 def yin(frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental frequency (Hz) and periodicity per frame (``ser.data.descriptors.yin``)."""
     n = frames.shape[-1]
-    lo, hi = int(sample_rate // f0_max), min(int(-(-sample_rate // f0_min)), n - 1)
+    lo, hi = filters.yin_lags(sample_rate, n, f0_min, f0_max)
     spectrum = np.fft.rfft(frames, n=2 * n)
     acf = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=2 * n)[..., : hi + 1].astype(frames.dtype)
     energy = np.cumsum(frames[..., :hi] ** 2, axis=-1)

@@ -125,14 +125,16 @@ class Extractor:
         c = self.config
         loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
         peaks, valleys = descriptors.contrast(power, self._bands)
-        contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid)
+        contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid, reference=peaks)  # one floor
         shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
         return np.concatenate([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], axis=1)
 
-    def _power_to_db(self, power: np.ndarray, valid: int | None = None) -> np.ndarray:
-        """librosa's power_to_db (ref 1), floored ``top_db`` below the peak of the utterance's (first ``valid``) frames."""
+    def _power_to_db(self, power: np.ndarray, valid: int | None = None, reference: np.ndarray | None = None) -> np.ndarray:
+        """librosa's power_to_db (ref 1), floored ``top_db`` below the peak of the utterance's (first ``valid``)
+        frames (of ``reference`` where given)."""
         db = 10.0 * np.log10(np.maximum(power, np.float32(_AMIN)))
-        return np.maximum(db, db[:valid].max() - np.float32(self.config.top_db))
+        ref = db if reference is None else 10.0 * np.log10(np.maximum(reference, np.float32(_AMIN)))
+        return np.maximum(db, ref[:valid].max() - np.float32(self.config.top_db))
 
     def _deltas(self, x: np.ndarray, valid: int | None = None) -> np.ndarray:
         """Local slope over ``delta_width`` frames, repeating the edge frames of the utterance (its first ``valid``)."""

@@ -14,7 +14,7 @@
  *   [speaker z-score →] standardisation → layers of integer codes on each layer's grid → softmax.
  * The dB floors need the clip's peaks before any frame's features, so the clip is read twice: the
  * first pass finds the largest mel power (and, with the spectral part, the largest mean square and
- * the largest contrast peak and valley), the second computes the features.
+ * the largest contrast peak, which also floors the valleys), the second computes the features.
  */
 #include "ser.h"
 
@@ -286,8 +286,9 @@ static float power_to_db(float p) { return 10.0f * log10f(p > SER_AMIN ? p : SER
 
 static int n_frames(int n) { return n / SER_HOP + 1; }
 
-/* The dB floors: SER_TOP_DB below the clip's largest mel power, mean square, contrast peak and valley. */
-typedef struct { float mel, loudness, peak, valley; } floors_t;
+/* The dB floors: SER_TOP_DB below the clip's largest mel power, mean square and contrast peak (valleys
+ * share the peaks' floor: an empty band holds only rounding noise). */
+typedef struct { float mel, loudness, peak; } floors_t;
 
 static float floored_db(float p, float floor) {
     float db = power_to_db(p);
@@ -382,7 +383,7 @@ static void frame_features(const floors_t *floors) {
             for (k = 0; k < SER_CONTRAST_BANDS; ++k) {
                 float peak, valley;
                 contrast_band(k, &peak, &valley);
-                scratch.frame[at++] = floored_db(peak, floors->peak) - floored_db(valley, floors->valley);
+                scratch.frame[at++] = floored_db(peak, floors->peak) - floored_db(valley, floors->peak);
             }
             break;
         }
@@ -395,13 +396,13 @@ static void frame_features(const floors_t *floors) {
 
 int ser_features(const float *pcm, int n, float *features) {
     int t, d, s, frames, at = 0;
-    floors_t floors = {0.0f, 0.0f, 0.0f, 0.0f};
+    floors_t floors = {0.0f, 0.0f, 0.0f};
     if ((pcm == NULL && n > 0) || n < 0 || features == NULL) return SER_EINVAL;
     ser_init();
     frames = n_frames(n);
 #if SER_TWO_PASS
-    { /* pass 1: the clip's largest mel power (mean square, contrast peak and valley) set the dB floors */
-        float mel = 0.0f, loudness = 0.0f, peak = 0.0f, valley = 0.0f;
+    { /* pass 1: the clip's largest mel power (mean square, contrast peak) set the dB floors */
+        float mel = 0.0f, loudness = 0.0f, peak = 0.0f;
         int b;
         for (t = 0; t < frames; ++t) {
             load_frame(pcm, n, t);
@@ -417,7 +418,7 @@ int ser_features(const float *pcm, int n, float *features) {
                 for (b = 0; b < SER_CONTRAST_BANDS; ++b) {
                     contrast_band(b, &pk, &vl);
                     peak = pk > peak ? pk : peak;
-                    valley = vl > valley ? vl : valley;
+                    (void)vl;
                 }
             }
 #endif
@@ -425,7 +426,6 @@ int ser_features(const float *pcm, int n, float *features) {
         floors.mel = power_to_db(mel) - (float)SER_TOP_DB;
         floors.loudness = power_to_db(loudness) - (float)SER_TOP_DB;
         floors.peak = power_to_db(peak) - (float)SER_TOP_DB;
-        floors.valley = power_to_db(valley) - (float)SER_TOP_DB;
         (void)b;
     }
 #endif
