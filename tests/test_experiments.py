@@ -121,10 +121,17 @@ def test_speaker_normalisation_is_off_in_the_paper_recipe(compose_cfg):
 def test_compact_recipe_composes_with_any_experiment(compose_cfg):
     cfg = compose_cfg("experiment=kfold", "recipe=compact", "data=emodb", "data.root=/x")
     assert cfg.data.split.kind == "kfold" and cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
+    assert list(cfg.data.features.parts) == ["mfcc", "chroma", "mel", "pitch", "spectral"]
     assert list(cfg.data.features.stats) == ["mean", "std"] and cfg.data.features.mel_db and not cfg.data.features.deltas
     assert cfg.data.normalize == "speaker" and cfg.data.speaker_prior_weight == 5
     assert list(cfg.model.net.hidden) == [128, 64] and cfg.model.optimizer._target_ == "torch.optim.Adam"
     assert cfg.model.regularization.label_smoothing == 0.1 and cfg.callbacks.early_stopping.patience == 20
+    assert cfg.quant.laq and cfg.quant.target_kb == 30
+
+
+def test_a_quantization_choice_on_the_command_line_beats_the_recipes(compose_cfg):
+    assert not compose_cfg("experiment=kfold", "recipe=compact", "quant=none").quant
+    assert compose_cfg("experiment=loso", "recipe=compact", "quant=laq").quant.target_kb is None
 
 
 def test_the_output_directory_is_defined_once(compose_cfg):

@@ -79,13 +79,13 @@ def test_compact_recipe_trains_a_speaker_normalised_small_mlp(tiny_manifest, cac
                      "quant=none", cache_dir=cache_dir, run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["n_params"] == 360 * 128 + 128 + 128 * 64 + 64 + 64 * 7 + 7
+    assert results["n_params"] == 392 * 128 + 128 + 128 * 64 + 64 + 64 * 7 + 7
     assert 0 <= results["baseline"]["val_uar"] <= 1
     import torch
 
     checkpoint = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     assert checkpoint["hyper_parameters"]["normalize"] == "speaker"
-    assert checkpoint["state_dict"]["population_mean"].shape == (360,)
+    assert checkpoint["state_dict"]["population_mean"].shape == (392,)
 
 
 def test_quantized_artifact_carries_what_deployment_needs(default_run):
