@@ -140,9 +140,15 @@ def _progress() -> Progress:
 
 
 def extract_chunk(extractor: FeatureExtractor, signals: Sequence[np.ndarray], policy: ThreadPolicy | None) -> np.ndarray:
-    """Features of ``signals`` with the thread count ``policy`` picks for now (None: torch's own)."""
-    with torch_threads(policy.threads() if policy is not None else torch.get_num_threads()):
+    """Features of ``signals`` with the thread count ``policy`` picks for now (None: torch's own).
+
+    On CPU that many batches run at once, each on one torch thread (inter-op parallelism):
+    the operations of a batch are too small to split over cores without waiting at barriers.
+    """
+    if policy is None:
         return extractor(signals)
+    with torch_threads(1):
+        return extractor(signals, workers=policy.threads())
 
 
 def extract_signals(extractor: FeatureExtractor, signals: Sequence[np.ndarray]) -> np.ndarray:
