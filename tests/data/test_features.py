@@ -152,3 +152,15 @@ def test_gpu_features_equal_cpu_features(signals):
     cpu = FeatureExtractor()(signals)
     gpu = FeatureExtractor(device=torch.device("cuda"))(signals)
     np.testing.assert_allclose(cpu, gpu, rtol=1e-4, atol=1e-3)
+
+
+def test_batches_in_worker_threads_give_the_same_features(signals):
+    extractor = FeatureExtractor(batch_size=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial, parallel = extractor(signals), extractor(signals, workers=2)
+    finally:
+        torch.set_num_threads(before)
+    assert parallel.shape == (4, 180)
+    np.testing.assert_array_equal(parallel, serial)
