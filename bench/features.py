@@ -5,7 +5,10 @@
 
 Both sides get the same decoded, resampled audio, so the ratio measures feature computation;
 the decode time is printed separately. Ours is ``ser.data.extraction.extract_signals``: the
-chunks and the thread policy of training's feature extraction. Two figures come from one run:
+chunks and the thread policy of training's feature extraction, timed from the policy's first
+look at the load to the last feature (on CPU the policy's threads each compute whole batches
+with one torch thread). librosa is left as it comes, multithreaded BLAS included. Two figures
+come from one run:
 
 - as found: the machine as it is when the bench starts (idle, if nothing else runs);
 - under load: the bench starts one busy-loop process (numpy, one thread) per core it may use,
@@ -80,7 +83,7 @@ def measure(name: str, extractor: FeatureExtractor, signals, config: FeatureConf
         librosa_cpu.append(time.process_time() - cpu)
     rel = np.abs(ours - ref).max(axis=0) / (np.abs(ref).max(axis=0) + 1e-12)
     ratio = min(librosa_s) / min(ours_s)
-    print(f"[{name}] load average before: {load:.2f}; torch threads the policy picks: {threads}")
+    print(f"[{name}] load average before: {load:.2f}; threads the policy picks: {threads}")
     print(f"[{name}] librosa per-file loop: best {min(librosa_s):.3f} s of {[round(t, 3) for t in librosa_s]}")
     print(f"[{name}] ser extraction (batch {extractor.batch_size}): best {min(ours_s):.3f} s of {[round(t, 3) for t in ours_s]}")
     print(f"[{name}] speed-up: {ratio:.1f}x   (max relative difference {rel.max():.2e})")
@@ -109,7 +112,7 @@ def main() -> None:
     librosa_features(signals[0], config)
     seconds = sum(len(s) for s in signals) / config.sample_rate
     print(f"files: {len(files)} ({seconds:.0f} s of audio) from {root}; cores: {len(_cpus())}; "
-          f"torch threads at most: {torch.get_num_threads()}")
+          f"threads at most: {torch.get_num_threads()}")
     print(f"decode + resample (shared by both): {decode_s:.2f} s", flush=True)
     found = measure("as found", extractor, signals, config, args.repeat)
     with background_load(args.load_processes):

@@ -7,10 +7,11 @@ cached too (their one-line reason), so a cached run reports them exactly like th
 Parallel jobs of a sweep share it: entries are written atomically, and a job extracts the
 files missing under one settings lock, so another job with the same settings waits and loads.
 
-On CPU, torch's intra-op threads are sized to the cores other processes leave free (measured
-from ``/proc/stat`` before and during extraction): OpenMP threads that contend with a busy
-neighbour for the same cores spin at every barrier, which made extraction under load as slow
-as a plain per-file librosa loop.
+On CPU, extraction runs as many batches at once as there are cores that other processes leave
+free (``ThreadPolicy``: running threads when it starts, then ``/proc/stat`` during extraction),
+each batch on one torch thread. OpenMP threads that contend with a busy neighbour for the
+same cores spin at every barrier, which made extraction under load as slow as a plain
+per-file librosa loop; whole batches in parallel have no barriers to wait at.
 """
 
 from __future__ import annotations
@@ -83,24 +84,54 @@ def _own_seconds() -> float:
     return t.user + t.system
 
 
+def _others_running() -> int | None:
+    """Threads of other processes ready to run at this moment: /proc/stat's ``procs_running``
+    less this process's own running threads; None where there is no /proc."""
+    try:
+        with open("/proc/stat") as fh:
+            running = next((int(line.split()[1]) for line in fh if line.startswith("procs_running")), None)
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as fh:
+                own += fh.read().rsplit(")", 1)[-1].split()[0] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return None if running is None else max(0, running - own)
+
+
 class ThreadPolicy:
-    """How many torch threads CPU extraction should use: the cores that other processes leave free.
+    """How many threads CPU extraction should use: the cores that other processes leave free.
 
     ``torch.get_num_threads()`` (e.g. ``OMP_NUM_THREADS=1`` for parallel sweep jobs) is the
-    upper limit. The load of other processes is /proc/stat's busy time minus this process's
-    own CPU time, over a short sample first and then over each chunk of files.
+    upper limit. The first choice counts the other processes' threads that are running right
+    now (the fewest of three looks, a millisecond apart), so extraction starts at once; later
+    ones use /proc/stat's busy time minus this process's own CPU time over the work since the
+    last choice. ``sample_s`` > 0 waits that long and measures busy time instead.
     """
 
-    def __init__(self, sample_s: float = 0.1) -> None:
+    def __init__(self, sample_s: float = 0.0) -> None:
         self.cpus = _cpus()
         self.limit = max(1, min(torch.get_num_threads(), len(self.cpus)))
         self._mark = self._now()
         self._last = self.limit
         if self.limit > 1 and self._mark[0] is not None:
-            time.sleep(sample_s)
+            if sample_s > 0:
+                time.sleep(sample_s)
+                return
+            looks = []
+            for i in range(3):
+                if i:
+                    time.sleep(0.001)
+                looks.append(_others_running())
+            if None not in looks:
+                self._last = self._fit(min(looks))
 
     def _now(self) -> tuple[float | None, float, float]:
         return _busy_seconds(self.cpus), _own_seconds(), time.perf_counter()
+
+    def _fit(self, others: float) -> int:
+        """Threads for the cores that ``others`` (busy cores' worth of other processes) leave free."""
+        return max(1, min(self.limit, int(len(self.cpus) - others + 0.25)))
 
     def threads(self) -> int:
         """Threads for the next piece of work, from the load since the last call."""
@@ -112,8 +143,7 @@ class ThreadPolicy:
             return self.limit  # no /proc/stat: torch's own choice
         if wall1 - wall0 >= 0.05:  # shorter windows are below /proc/stat's resolution
             self._mark = now
-            others = max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0)
-            self._last = max(1, min(self.limit, int(len(self.cpus) - others + 0.25)))
+            self._last = self._fit(max(0.0, (busy1 - busy0) - (own1 - own0)) / (wall1 - wall0))
         return self._last
 
 
@@ -140,9 +170,15 @@ def _progress() -> Progress:
 
 
 def extract_chunk(extractor: FeatureExtractor, signals: Sequence[np.ndarray], policy: ThreadPolicy | None) -> np.ndarray:
-    """Features of ``signals`` with the thread count ``policy`` picks for now (None: torch's own)."""
-    with torch_threads(policy.threads() if policy is not None else torch.get_num_threads()):
+    """Features of ``signals`` with the thread count ``policy`` picks for now (None: torch's own).
+
+    On CPU that many batches run at once, each on one torch thread (inter-op parallelism):
+    the operations of a batch are too small to split over cores without waiting at barriers.
+    """
+    if policy is None:
         return extractor(signals)
+    with torch_threads(1):
+        return extractor(signals, workers=policy.threads())
 
 
 def extract_signals(extractor: FeatureExtractor, signals: Sequence[np.ndarray]) -> np.ndarray:

@@ -308,3 +308,24 @@ def test_emodb_copy_extracts_every_file_once_then_loads_warm_in_under_a_second(t
     warm = load_features(corpus, FeatureConfig(), Problems("raise"), tmp_path / "cache")
     assert warm.from_cache and decoded == [] and warm.seconds < 1.0
     np.testing.assert_array_equal(first.features, warm.features)
+
+
+def test_first_thread_choice_counts_the_threads_other_processes_are_running_now(monkeypatch):
+    monkeypatch.setattr(extraction, "_cpus", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(extraction.torch, "get_num_threads", lambda: 4)
+    monkeypatch.setattr(extraction, "_busy_seconds", lambda _: 0.0)
+    monkeypatch.setattr(extraction, "_others_running", lambda: 3)
+    assert extraction.ThreadPolicy().threads() == 1
+    monkeypatch.setattr(extraction, "_others_running", lambda: 1)
+    assert extraction.ThreadPolicy().threads() == 3
+
+
+def test_a_busy_process_counts_among_the_threads_other_processes_run():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        looks = [extraction._others_running() for _ in range(5)]
+    finally:
+        busy.kill()
+        busy.wait()
+    assert None not in looks and max(looks) >= 1

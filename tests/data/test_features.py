@@ -154,3 +154,28 @@ def test_gpu_features_equal_cpu_features(signals):
     cpu = FeatureExtractor()(signals)
     gpu = FeatureExtractor(device=torch.device("cuda"))(signals)
     np.testing.assert_allclose(cpu, gpu, rtol=1e-4, atol=1e-3)
+
+
+def test_batches_in_worker_threads_give_the_same_features(signals):
+    extractor = FeatureExtractor(batch_size=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial, parallel = extractor(signals), extractor(signals, workers=2)
+    finally:
+        torch.set_num_threads(before)
+    assert parallel.shape == (4, 180)
+    np.testing.assert_array_equal(parallel, serial)
+
+
+def test_band_limited_filterbank_products_equal_the_whole_filterbank_product_bit_for_bit(signals):
+    extractor = FeatureExtractor()
+    audio = torch.from_numpy(np.stack([y[:SR] for y in signals[1:]]))  # 3 clips of 1 s: 132 frames
+    mel, chroma = extractor.filterbank_powers(audio)
+    framed = torch.nn.functional.pad(audio, (1024, 1024)).unfold(-1, 2048, 512)
+    spectrum = torch.fft.rfft(framed * torch.hann_window(2048))
+    power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
+    banks = np.concatenate([filters.mel_filterbank(SR, 2048, 128), filters.chroma_filterbank(SR, 2048, 12)])
+    whole = (power @ torch.from_numpy(banks.T.copy())).transpose(1, 2)
+    assert mel.shape == (3, 128, 44) and chroma.shape == (3, 12, 44)
+    assert torch.equal(mel, whole[:, :128]) and torch.equal(chroma, whole[:, 128:])
