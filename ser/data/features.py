@@ -111,7 +111,10 @@ class FeatureExtractor:
         ``centred``: ``audio`` already has ``n_fft // 2`` zeros before and after every row.
         """
         c = self.config
-        mel_power, raw_chroma = self.filterbank_powers(audio, centred)
+        if not centred:
+            audio = torch.nn.functional.pad(audio, (c.n_fft // 2, c.n_fft // 2))
+        mel_power, raw_chroma, power = self.filterbank_powers(audio, centred=True)
+        framed = audio.unfold(-1, c.n_fft, c.hop_length)  # a view: pitch and zero crossings use unwindowed frames
         n_frames = self.n_frames(lengths)
         valid = torch.arange(mel_power.shape[-1], device=audio.device)[None, :] < n_frames[:, None]
         out: dict[str, torch.Tensor] = {}
@@ -134,8 +137,9 @@ class FeatureExtractor:
             parts.append(self._deltas(out["mfcc"], n_frames))
         return torch.cat(parts, dim=1), n_frames
 
-    def filterbank_powers(self, audio: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mel power (B, n_mels, T) and raw chroma (B, n_chroma, T) of every centred frame of ``audio`` (B, samples).
+    def filterbank_powers(self, audio: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mel power (B, n_mels, T), raw chroma (B, n_chroma, T) and the power spectrum (B, T, bins) of every
+        centred frame of ``audio`` (B, samples).
 
         On CPU the frames go through window, FFT and power a block at a time (``BLOCK_FRAMES``),
         so that each step reads what the previous one left in the cache: the FFT of 64 frames
@@ -154,11 +158,12 @@ class FeatureExtractor:
             first = clips.start * steps + frames.start
             out = power[first : first + len(windowed)]
             torch.mul(spectrum.real, spectrum.real, out=out).addcmul_(spectrum.imag, spectrum.imag)
+        spectra = power.view(batch, steps, -1)
         if batch * steps < SMALL_PRODUCT:  # the BLAS sums small products in another order
             chroma_input = power if c.chroma_power == 2.0 else power.pow(c.chroma_power / 2)
             mel, chroma = (power @ self._banks[:, : c.n_mels]).T, (chroma_input @ self._banks[:, c.n_mels :]).T
             return (mel.reshape(c.n_mels, batch, steps).permute(1, 0, 2),
-                    chroma.reshape(c.n_chroma, batch, steps).permute(1, 0, 2))
+                    chroma.reshape(c.n_chroma, batch, steps).permute(1, 0, 2), spectra)
         # Filterbank outputs as (channel, frame) matrices: one product per group of filters.
         power = power.T
         mel = torch.empty(c.n_mels, batch * steps, device=audio.device)
@@ -169,7 +174,7 @@ class FeatureExtractor:
                 mel[rows] += weights @ power[bins]
         chroma = self._chroma @ (power if c.chroma_power == 2.0 else power.pow(c.chroma_power / 2))
         return (mel.view(c.n_mels, batch, steps).permute(1, 0, 2),
-                chroma.view(c.n_chroma, batch, steps).permute(1, 0, 2))
+                chroma.view(c.n_chroma, batch, steps).permute(1, 0, 2), spectra)
 
     def _blocks(self, batch: int, steps: int) -> Iterator[tuple[slice, slice]]:
         """(clips, frames) of each block: whole clips, or the frames of one long clip in pieces."""

@@ -171,11 +171,11 @@ def test_batches_in_worker_threads_give_the_same_features(signals):
 def test_band_limited_filterbank_products_equal_the_whole_filterbank_product_bit_for_bit(signals):
     extractor = FeatureExtractor()
     audio = torch.from_numpy(np.stack([y[:SR] for y in signals[1:]]))  # 3 clips of 1 s: 132 frames
-    mel, chroma = extractor.filterbank_powers(audio)
+    mel, chroma, spectra = extractor.filterbank_powers(audio)
     framed = torch.nn.functional.pad(audio, (1024, 1024)).unfold(-1, 2048, 512)
     spectrum = torch.fft.rfft(framed * torch.hann_window(2048))
     power = spectrum.real.square().addcmul_(spectrum.imag, spectrum.imag)
     banks = np.concatenate([filters.mel_filterbank(SR, 2048, 128), filters.chroma_filterbank(SR, 2048, 12)])
     whole = (power @ torch.from_numpy(banks.T.copy())).transpose(1, 2)
-    assert mel.shape == (3, 128, 44) and chroma.shape == (3, 12, 44)
+    assert mel.shape == (3, 128, 44) and chroma.shape == (3, 12, 44) and torch.equal(spectra, power)
     assert torch.equal(mel, whole[:, :128]) and torch.equal(chroma, whole[:, 128:])
