@@ -38,6 +38,7 @@ from torch import nn
 from ser.errors import SERError
 from ser.models.mlp import MLP
 from ser.dsp import grid as grids
+from ser.dsp.feature_config import FeatureConfig
 from ser.quant.quantizer import QuantizerConfig, quantizable_layers, quantize_tensor
 from ser.results import FILENAME, RunResults
 from ser.runtime import model_file
@@ -153,7 +154,8 @@ class ExportSource:
         else:
             state = ckpt["state_dict"]
             origin = "checkpoint"
-        features = OmegaConf.to_container(cfg.data.features, resolve=True)
+        # Canonical order: the run's YAML and the artifact's metadata list the same settings differently.
+        features = FeatureConfig(**OmegaConf.to_container(cfg.data.features, resolve=True)).to_dict()
         if ckpt is None and standalone:  # no checkpoint: the artifact's own metadata has the hyper-parameters
             classes, normalize, prior_weight = _metadata({"hyper_parameters": metadata}, run_dir / ARTIFACT, state,
                                                          results, cfg, run_dir)
@@ -243,7 +245,6 @@ def _network(cfg, ckpt: dict | None, artifact: dict | None, features: dict, clas
     """The run's network (``model.net`` of its config) holding ``state``'s weights, in eval mode."""
     import hydra
 
-    from ser.dsp.feature_config import FeatureConfig
 
     n_features = (ckpt or {}).get("hyper_parameters", {}).get("n_features") \
         or ((artifact or {}).get("metadata") or {}).get("n_features") or list(FeatureConfig(**features).shape)
@@ -356,7 +357,6 @@ def _lightsernet_graph(net: nn.Module, layers: dict[str, ExportLayer], features:
     """Light-SERNet (``ser.models.lightsernet``) as ops: the (coefficients, frames) input turned into a
     (frames, coefficients) image, three parallel paths, their concatenation, the blocks, global average
     pooling and the classifier (dropout is the identity at inference)."""
-    from ser.dsp.feature_config import FeatureConfig
 
     g = _GraphBuilder(layers)
     image = g.add("unsqueeze", [g.add("transpose", ["input"], "frames", perm=[0, 2, 1])], "image", axis=1)
