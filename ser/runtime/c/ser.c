@@ -6,8 +6,8 @@
  *   mel power (Slaney triangles, each stored as its nonzero span) →
  *   dB (10·log10, floored SER_TOP_DB below the clip's peak) → MFCC (orthonormal DCT-II);
  *   chroma (Ellis filterbank, built at start-up, peak-normalised per frame); mel (power or dB) →
- *   pitch (YIN on the unwindowed frame: direct autocorrelation over lags 0..SER_YIN_HI, cumulative-
- *   mean-normalised difference over SER_YIN_LO..SER_YIN_HI, first trough below the threshold else the
+ *   pitch (YIN on the unwindowed frame: autocorrelation over lags 0..SER_YIN_HI by a real FFT of the
+ *   2·SER_N_FFT zero-padded frame, power spectrum and inverse real FFT; cumulative-mean-normalised difference over SER_YIN_LO..SER_YIN_HI, first trough below the threshold else the
  *   deepest, parabolic refinement → log F0, periodicity, voiced); spectral shape (loudness in dB,
  *   zero-crossing rate, centroid, bandwidth, roll-off, flatness, octave-band contrast in dB) →
  *   mean / standard deviation over all frames (accumulated in double; log F0 over voiced frames only) →
@@ -25,6 +25,9 @@
 #define SER_PI 3.14159265358979323846
 #define SER_BINS (SER_N_FFT / 2 + 1)
 #define SER_AMIN 1e-10f
+/* The longest real FFT: SER_N_FFT for the spectrum, 2·SER_N_FFT for YIN's autocorrelation. The cosine
+ * table holds cos(2πk/SER_TWIDDLE_N) for 0 <= k <= SER_TWIDDLE_N/4 (ser_model.h sets SER_TWIDDLE_N). */
+#define SER_FFT_FLOATS SER_TWIDDLE_N
 
 enum { PART_MFCC = 0, PART_CHROMA = 1, PART_MEL = 2, PART_PITCH = 3, PART_SPECTRAL = 4 };
 #define SER_TWO_PASS (SER_NEEDS_DB || SER_HAS_SPECTRAL)
@@ -33,7 +36,8 @@ enum { GRID_SYMMETRIC = 0, GRID_FULL = 1 };
 
 /* All working memory: one static block, no heap. */
 static struct {
-    float fft[SER_N_FFT];       /* the frame, then windowed, then its half-length complex FFT */
+    float fft[SER_FFT_FLOATS];  /* the frame, then windowed, then its half-length complex FFT (with pitch, also
+                                   the zero-padded frame's 2·SER_N_FFT real FFT, and the autocorrelation) */
     float power[SER_BINS];      /* power spectrum of the frame */
     float mel[SER_N_MELS];      /* mel power */
     float db[SER_N_MELS];       /* mel power in dB, floored */
@@ -42,7 +46,6 @@ static struct {
     double squares[SER_FRAME_DIM];
     double voiced;              /* voiced frames: log F0's pooling count */
 #if SER_HAS_PITCH
-    float acf[SER_YIN_HI + 1];  /* autocorrelation, then the normalised difference (lags lo..hi) */
     float pitch[3];             /* log F0, periodicity, voiced */
 #endif
 #if SER_HAS_SPECTRAL
@@ -61,9 +64,11 @@ unsigned long ser_scratch_bytes(void) { return (unsigned long)sizeof scratch; }
 
 const char *ser_class_name(int i) { return (i >= 0 && i < SER_N_CLASSES) ? ser_class_names[i] : NULL; }
 
-/* cos(2πk/N) and sin(2πk/N) for 0 <= k <= N/2, from the quarter-wave table. */
-static float cos_n(int k) { return k <= SER_N_FFT / 4 ? ser_cos_quarter[k] : -ser_cos_quarter[SER_N_FFT / 2 - k]; }
-static float sin_n(int k) { return k <= SER_N_FFT / 4 ? ser_cos_quarter[SER_N_FFT / 4 - k] : ser_cos_quarter[k - SER_N_FFT / 4]; }
+/* cos(2πk/T) and sin(2πk/T) for 0 <= k <= T/2, T = SER_TWIDDLE_N, from the quarter-wave table. */
+static float cos_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[k] : -ser_cos_quarter[SER_TWIDDLE_N / 2 - k]; }
+static float sin_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[SER_TWIDDLE_N / 4 - k] : ser_cos_quarter[k - SER_TWIDDLE_N / 4]; }
+/* cos(2πk/N) for 0 <= k <= N/2, N = SER_N_FFT. */
+static float cos_n(int k) { return cos_t(k * (SER_TWIDDLE_N / SER_N_FFT)); }
 
 /* Periodic Hann window: 0.5 − 0.5·cos(2πi/N). */
 static float window(int i) { return 0.5f - 0.5f * (i <= SER_N_FFT / 2 ? cos_n(i) : cos_n(SER_N_FFT - i)); }
@@ -116,9 +121,9 @@ void ser_init(void) {
     initialised = 1;
 }
 
-/* In-place radix-2 FFT of SER_N_FFT/2 complex numbers (interleaved re, im). */
-static void complex_fft(float *z) {
-    const int m = SER_N_FFT / 2;
+/* In-place radix-2 FFT of m complex numbers (interleaved re, im); m a power of two, 2m <= SER_TWIDDLE_N.
+ * Only outputs 0..keep−1 are needed (keep <= m): each stage skips the butterflies that feed none of them. */
+static void complex_fft(float *z, int m, int keep) {
     int i, j, len;
     for (i = 1, j = 0; i < m; ++i) { /* bit reversal */
         int bit = m >> 1;
@@ -130,19 +135,37 @@ static void complex_fft(float *z) {
             z[2 * j] = tr; z[2 * j + 1] = ti;
         }
     }
-    for (len = 2; len <= m; len <<= 1) {
-        int step = SER_N_FFT / len; /* e^{-2πi k/len} = e^{-2πi (k·step)/N} */
-        for (i = 0; i < m; i += len) {
-            int k;
-            for (k = 0; k < len / 2; ++k) {
-                float wr = cos_n(k * step), wi = -sin_n(k * step);
-                float *a = z + 2 * (i + k), *b = z + 2 * (i + k + len / 2);
+    for (i = 0; i < m; i += 2) { /* length 2: the twiddle is 1 */
+        float *a = z + 2 * i, *b = a + 2, tr = b[0], ti = b[1];
+        b[0] = a[0] - tr; b[1] = a[1] - ti;
+        a[0] += tr; a[1] += ti;
+    }
+    for (len = 4; len <= m; len <<= 1) {
+        const int half = len / 2, step = SER_TWIDDLE_N / len; /* e^{-2πi k/len} = e^{-2πi (k·step)/T} */
+        int k;
+        for (k = 0; k < half && k < keep; ++k) { /* one twiddle, every block */
+            const float wr = cos_t(k * step), wi = -sin_t(k * step);
+            for (i = k; i < m; i += len) {
+                float *a = z + 2 * i, *b = a + 2 * half;
                 float tr = b[0] * wr - b[1] * wi, ti = b[0] * wi + b[1] * wr;
                 b[0] = a[0] - tr; b[1] = a[1] - ti;
                 a[0] += tr; a[1] += ti;
             }
         }
     }
+}
+
+/* Bin k (1 <= k < m) of the real FFT of 2m samples, from the complex FFT z of their m (even, odd) pairs:
+ * X[k] = E + (−i)·W·D, E and D the even and odd parts of z[k] and conj(z[m − k]), W = e^{−2πik/(2m)}. */
+static void real_fft_bin(const float *z, int m, int k, float *xr, float *xi) {
+    float ar = z[2 * k], ai = z[2 * k + 1], br = z[2 * (m - k)], bi = -z[2 * (m - k) + 1];
+    float er = 0.5f * (ar + br), ei = 0.5f * (ai + bi);
+    float dr = 0.5f * (ar - br), di = 0.5f * (ai - bi);
+    int w = k * (SER_TWIDDLE_N / (2 * m));
+    float wr = cos_t(w), wi = -sin_t(w);
+    float tr = dr * wr - di * wi, ti = dr * wi + di * wr;
+    *xr = er + ti;
+    *xi = ei - tr;
 }
 
 /* Frame t of the centred (zero-padded) clip, unwindowed, into scratch.fft. */
@@ -161,17 +184,12 @@ static void frame_power(void) {
     int i, k;
     float *z = scratch.fft;
     for (i = 0; i < SER_N_FFT; ++i) z[i] *= window(i);
-    complex_fft(z); /* even samples as real parts, odd as imaginary */
+    complex_fft(z, m, m); /* even samples as real parts, odd as imaginary */
     scratch.power[0] = (z[0] + z[1]) * (z[0] + z[1]);
     scratch.power[m] = (z[0] - z[1]) * (z[0] - z[1]);
     for (k = 1; k < m; ++k) {
-        float ar = z[2 * k], ai = z[2 * k + 1], br = z[2 * (m - k)], bi = -z[2 * (m - k) + 1];
-        float er = 0.5f * (ar + br), ei = 0.5f * (ai + bi); /* even part */
-        float dr = 0.5f * (ar - br), di = 0.5f * (ai - bi);
-        float wr = cos_n(k), wi = -sin_n(k);
-        /* X[k] = E + (−i)·W·D */
-        float tr = dr * wr - di * wi, ti = dr * wi + di * wr;
-        float xr = er + ti, xi = ei - tr;
+        float xr, xi;
+        real_fft_bin(z, m, k, &xr, &xi);
         scratch.power[k] = xr * xr + xi * xi;
     }
 }
@@ -190,20 +208,51 @@ static void mel_power(void) {
 #endif
 
 #if SER_HAS_PITCH
-/* YIN (ser.data.descriptors.yin) on the unwindowed frame in scratch.fft into scratch.pitch. */
+/* Autocorrelation of the unwindowed frame in scratch.fft over lags 0..SER_YIN_HI into
+ * scratch.fft[SER_N_FFT ..] (the frame itself is overwritten: load it again), as
+ * ser.data.descriptors.yin computes it: irfft(|rfft(frame, 2n)|², 2n), exact for lags < n.
+ * Real FFT of the zero-padded frame (a complex FFT of n pairs), power spectrum, and the inverse real
+ * FFT of that (real) spectrum as the conjugate of a forward complex FFT, built pair by pair in place. */
+static void autocorrelation(void) {
+    const int m = SER_N_FFT; /* complex points of the 2n-point real FFT */
+    float *z = scratch.fft;
+    int i, k;
+    for (i = SER_N_FFT; i < 2 * SER_N_FFT; ++i) z[i] = 0.0f;
+    complex_fft(z, m, m);
+    { /* bins 0 and m: P[0] = (re + im)², P[m] = (re − im)²; inverse: E = (P[0] + P[m])/2, D = (P[0] − P[m])/2 */
+        float p0 = (z[0] + z[1]) * (z[0] + z[1]), pm = (z[0] - z[1]) * (z[0] - z[1]);
+        z[0] = 0.5f * (p0 + pm);
+        z[1] = -0.5f * (p0 - pm);
+    }
+    for (k = 1; k <= m / 2; ++k) {
+        /* P[k], P[m − k]; then the conjugate of the inverse's packed spectrum at k and m − k:
+         * E ∓ D·sin θ, −D·cos θ with E, D = (P[k] ± P[m − k])/2 and θ = 2πk/(2m) */
+        float xr, xi, yr, yi, pk, pm, e, d, c, sn;
+        real_fft_bin(z, m, k, &xr, &xi);
+        real_fft_bin(z, m, m - k, &yr, &yi);
+        pk = xr * xr + xi * xi;
+        pm = yr * yr + yi * yi;
+        e = 0.5f * (pk + pm);
+        d = 0.5f * (pk - pm);
+        c = cos_t(k * (SER_TWIDDLE_N / (2 * m)));
+        sn = sin_t(k * (SER_TWIDDLE_N / (2 * m)));
+        z[2 * k] = e - d * sn;
+        z[2 * k + 1] = -d * c;
+        z[2 * (m - k)] = e + d * sn;
+        z[2 * (m - k) + 1] = -d * c;
+    }
+    complex_fft(z, m, SER_YIN_HI / 2 + 1); /* m·conj(packed autocorrelation), lags 0..SER_YIN_HI */
+    for (i = 0; i <= SER_YIN_HI; ++i) z[SER_N_FFT + i] = (i % 2 == 0 ? z[i] : -z[i]) * (1.0f / (float)m);
+}
+
+/* YIN (ser.data.descriptors.yin) on the unwindowed frame in scratch.fft, with its autocorrelation
+ * in scratch.fft[SER_N_FFT ..] (autocorrelation()), into scratch.pitch. */
 static void pitch(void) {
     const float *y = scratch.fft;
-    float *c = scratch.acf, *q = scratch.acf + SER_YIN_LO, best, period, shift = 0.0f, periodicity;
+    float *c = scratch.fft + SER_N_FFT, *q = c + SER_YIN_LO, best, period, shift = 0.0f, periodicity;
     const int len = SER_YIN_HI - SER_YIN_LO + 1;
     double energy = 0.0, total = 0.0; /* running sums in double, as torch's cumsum on the CPU */
-    int k, i, index = -1, argmin = 0, inner;
-    for (k = 0; k <= SER_YIN_HI; ++k) { /* direct autocorrelation: no 2·n_fft FFT buffer */
-        float a0 = 0.0f, a1 = 0.0f;
-        const int stop = SER_N_FFT - k;
-        for (i = 0; i + 1 < stop; i += 2) { a0 += y[i] * y[i + k]; a1 += y[i + 1] * y[i + 1 + k]; }
-        if (i < stop) a0 += y[i] * y[i + k];
-        c[k] = a0 + a1;
-    }
+    int k, index = -1, argmin = 0, inner;
     if (c[0] > FLT_MIN) {
         const float acf0 = c[0];
         for (k = 1; k <= SER_YIN_HI; ++k) { /* d(k) = 2(acf(0) − acf(k)) − Σ_{m<k} y[m]², normalised by its running mean */
@@ -434,6 +483,8 @@ int ser_features(const float *pcm, int n, float *features) {
     for (t = 0; t < frames; ++t) { /* pass 2: features, pooled */
         load_frame(pcm, n, t);
 #if SER_HAS_PITCH
+        autocorrelation();
+        load_frame(pcm, n, t);
         pitch();
 #endif
 #if SER_HAS_SPECTRAL
