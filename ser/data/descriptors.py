@@ -9,7 +9,7 @@ follows the librosa function of the same name on the same frames (``librosa.yin`
 numpy runtime (``ser.runtime.descriptors``) computes the same numbers on the device.
 
 All functions take frames on the last-but-one axis: ``frames`` (B, T, n_fft) of unwindowed
-audio, ``power`` (B, T, bins) of the windowed STFT, and return (B, T) or (B, k, T).
+audio, ``power`` (B, T, bins) of the windowed STFT and ``magnitude`` its square root, and return (B, T) or (B, k, T).
 """
 
 from __future__ import annotations
@@ -73,11 +73,10 @@ def mean_square(power: torch.Tensor, n_fft: int) -> torch.Tensor:
     return (2 * power.sum(-1) - edges) / n_fft**2
 
 
-def spectral_shape(power: torch.Tensor, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10) -> torch.Tensor:
+def spectral_shape(power: torch.Tensor, magnitude: torch.Tensor, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10) -> torch.Tensor:
     """Centroid, bandwidth and roll-off (Hz) of the magnitude spectrum, and flatness of the power spectrum: (B, 4, T)."""
     bins = power.shape[-1]
     freqs = torch.linspace(0, sample_rate / 2, bins, device=power.device, dtype=power.dtype)
-    magnitude = power.sqrt()
     total = magnitude.sum(-1, keepdim=True)
     weights = magnitude / torch.where(total > torch.finfo(power.dtype).tiny, total, torch.ones_like(total))
     centroid = weights @ freqs
@@ -90,13 +89,12 @@ def spectral_shape(power: torch.Tensor, sample_rate: int, roll_percent: float = 
     return torch.stack([centroid, bandwidth, rolloff, flatness], dim=1)
 
 
-def contrast(power: torch.Tensor, bands: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+def contrast(magnitude: torch.Tensor, bands: list[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Peak and valley of each sub-band ``(start, stop, count)``: means of its ``count`` largest and smallest
     magnitudes (``ser.dsp.filters.contrast_bands``), (B, bands, T) each.
 
     Spectral contrast is their difference in dB, which the caller takes with the utterance's dB floor.
     """
-    magnitude = power.sqrt()
     peaks, valleys = [], []
     for start, stop, count in bands:
         ordered = magnitude[..., start:stop].sort(-1).values

@@ -34,7 +34,7 @@ SMALL_PRODUCT = 32
 _K_BLOCKS = (192, 128, 256, 64, 96, 160, 224, 320, 384, 512)
 
 
-def _band_pieces(rows: np.ndarray) -> list[slice]:
+def _band_pieces(rows: np.ndarray, probe: torch.Tensor) -> list[slice]:
     """The FFT bins that a group of mel filters ``rows`` (n, F) is multiplied with, as pieces whose
     products, added in order, equal the whole filterbank's product bit for bit; the whole band
     where no cut does.
@@ -42,14 +42,13 @@ def _band_pieces(rows: np.ndarray) -> list[slice]:
     A float32 matrix product sums over the bins in blocks of a size the BLAS picks (MKL: 192 of
     1025 bins here, 128 of 257), adding each block's sum to the result. The band cut at the
     same places gives the same numbers as the whole product, so features keep their published
-    values to the last bit. The block size is found by trying: products with a random
-    spectrum of ``probe`` frames, the band cut at multiples of each ``_K_BLOCKS`` size.
+    values to the last bit. The block size is found by trying: products with ``probe`` (a random
+    spectrum, bins x frames), the band cut at multiples of each ``_K_BLOCKS`` size.
     """
     used = np.flatnonzero(rows.any(axis=0))
     if not len(used):
         return [slice(0, 1)]
     lo, hi = int(used[0]), int(used[-1]) + 1
-    probe = torch.rand(rows.shape[1], 256, generator=torch.Generator().manual_seed(0)).pow(8)
     weights = torch.from_numpy(np.ascontiguousarray(rows))
     whole = weights @ probe
     for block in _K_BLOCKS:
@@ -91,9 +90,11 @@ class FeatureExtractor:
         # group), about 15x fewer multiply-adds than the whole filterbank. One group on a GPU.
         size = MEL_GROUP if self.device.type == "cpu" else c.n_mels
         self._mel_groups = []
+        if self.device.type == "cpu":  # one random spectrum to find where each band may be cut
+            probe = torch.rand(mel.shape[1], 256, generator=torch.Generator().manual_seed(0)).pow(8)
         for start in range(0, c.n_mels, size):
             rows = mel[start : start + size]
-            pieces = _band_pieces(rows) if self.device.type == "cpu" else [slice(0, rows.shape[1])]
+            pieces = _band_pieces(rows, probe) if self.device.type == "cpu" else [slice(0, rows.shape[1])]
             self._mel_groups.append((slice(start, start + len(rows)), [(b, as_tensor(rows[:, b])) for b in pieces]))
         self._dct = as_tensor(filters.dct_matrix(c.n_mfcc, c.n_mels))
         self._delta = as_tensor(filters.delta_kernel(c.delta_width))
@@ -280,11 +281,12 @@ class FeatureExtractor:
         """Loudness (dB), zero-crossing rate, centroid, bandwidth, roll-off, flatness, then contrast (dB) per sub-band."""
         c = self.config
         loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
-        peaks, valleys = descriptors.contrast(power, self._bands)
+        magnitude = power.sqrt()  # contrast and spectral shape read magnitudes, flatness the power
+        peaks, valleys = descriptors.contrast(magnitude, self._bands)
         # Valleys share the peaks' floor: a band the voice leaves empty holds only rounding noise,
         # whose own peak would set a floor as unstable as the noise.
         contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid, reference=peaks)
-        shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
+        shape = descriptors.spectral_shape(power, magnitude, c.sample_rate, c.roll_percent)
         return torch.cat([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], dim=1)
 
     @staticmethod

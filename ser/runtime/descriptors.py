@@ -1,7 +1,7 @@
 """Pitch and spectral-shape descriptors of one utterance with numpy: ``ser.data.descriptors`` on the device.
 
 Same definitions, same order, frames on the first axis: ``frames`` (T, n_fft) unwindowed,
-``power`` (T, bins) of the windowed STFT; tests hold both to the torch extractor.
+``power`` (T, bins) of the windowed STFT and ``magnitude`` its square root; tests hold both to the torch extractor.
 """
 
 from __future__ import annotations
@@ -54,11 +54,10 @@ def mean_square(power: np.ndarray, n_fft: int) -> np.ndarray:
     return (2 * power.sum(-1) - edges) / np.float32(n_fft**2)
 
 
-def spectral_shape(power: np.ndarray, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10) -> np.ndarray:
+def spectral_shape(power: np.ndarray, magnitude: np.ndarray, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10) -> np.ndarray:
     """Centroid, bandwidth, roll-off (Hz) and flatness: (T, 4)."""
     bins = power.shape[-1]
     freqs = np.linspace(0, sample_rate / 2, bins).astype(power.dtype)
-    magnitude = np.sqrt(power)
     total = magnitude.sum(-1, keepdims=True)
     weights = magnitude / np.where(total > np.finfo(power.dtype).tiny, total, 1)
     centroid = weights @ freqs
@@ -71,9 +70,8 @@ def spectral_shape(power: np.ndarray, sample_rate: int, roll_percent: float = 0.
     return np.stack([centroid, bandwidth, rolloff, flatness], axis=-1)
 
 
-def contrast(power: np.ndarray, bands: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+def contrast(magnitude: np.ndarray, bands: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Peak and valley magnitudes of each sub-band: (T, bands) each."""
-    magnitude = np.sqrt(power)
     peaks, valleys = [], []
     for start, stop, count in bands:
         ordered = np.sort(magnitude[..., start:stop], axis=-1)

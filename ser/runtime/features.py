@@ -124,9 +124,10 @@ class Extractor:
         """Loudness (dB), zero-crossing rate, centroid, bandwidth, roll-off, flatness, then contrast (dB) per sub-band."""
         c = self.config
         loudness = self._power_to_db(descriptors.mean_square(power, c.n_fft)[:, None], valid)
-        peaks, valleys = descriptors.contrast(power, self._bands)
+        magnitude = np.sqrt(power)  # contrast and spectral shape read magnitudes, flatness the power
+        peaks, valleys = descriptors.contrast(magnitude, self._bands)
         contrast = self._power_to_db(peaks, valid) - self._power_to_db(valleys, valid, reference=peaks)  # one floor
-        shape = descriptors.spectral_shape(power, c.sample_rate, c.roll_percent)
+        shape = descriptors.spectral_shape(power, magnitude, c.sample_rate, c.roll_percent)
         return np.concatenate([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], axis=1)
 
     def _power_to_db(self, power: np.ndarray, valid: int | None = None, reference: np.ndarray | None = None) -> np.ndarray:
