@@ -87,6 +87,17 @@ def test_contrast_is_librosa(clip):
     np.testing.assert_allclose(frames[first:], ref, atol=0.05)  # dB, of values up to ~50 dB
 
 
+def test_silent_frames_have_no_spectral_contrast():
+    """Valleys share the peaks' dB floor: in digital silence after a tone, peak and valley both sit on
+    it (a floor of the valleys' own would leave ~20 dB of contrast made of nothing)."""
+    t = np.arange(SR) / SR
+    y = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    y[SR // 2 :] = 0.0
+    frames, _ = FeatureExtractor(CONFIG).frames(torch.from_numpy(y)[None], torch.tensor([SR]))
+    first = CONFIG.channel("spectral", "flatness") + 1
+    assert frames[0, first:, -5:].abs().max() == 0
+
+
 def test_contrast_bands_are_librosa_octaves():
     bands = filters.contrast_bands(SR, 2048)
     assert [(start, stop) for start, stop, _ in bands] == [(0, 18), (18, 37), (37, 74), (74, 148), (148, 297), (297, 594), (594, 1025)]
