@@ -145,6 +145,38 @@ def test_summary_has_a_pooled_table_and_pooled_columns_in_the_csv(tmp_path):
     assert float(row["pooled/baseline/uar_mean"]) == 0.75 and float(row["pooled/laq/wa_mean"]) == 0.5
 
 
+def test_a_sweep_over_seeds_is_also_pooled_per_seed_with_the_spread_across_seeds(tmp_path):
+    from ser.report.sweep import Group, Job, pooled
+
+    # Seed 0's two folds: baseline 4/4 right (UAR 1.0); seed 1's: 2/4 right, one per class (UAR 0.5).
+    folds = {0: [_fold(["a", "b"], ["a", "b"], ["a", "b"], ["a", "b"])] * 2,
+             1: [_fold(["a", "b"], ["a", "b"], ["a", "a"], ["a", "b"]), _fold(["a", "b"], ["a", "b"], ["b", "b"], ["a", "b"])]}
+    jobs = [Job(tmp_path, {"seed": str(seed), "data.split.fold": str(k)}, replace(r, seed=seed), None)
+            for seed, runs in folds.items() for k, r in enumerate(runs)]
+    score = pooled(Group((), jobs))["baseline"]
+    assert (score.seeds, score.n, score.jobs) == (2, 8, 4)
+    assert score.uar_per_seed == pytest.approx((0.75, np.std([1.0, 0.5], ddof=1)))
+    assert score.wa_per_seed == pytest.approx((0.75, np.std([1.0, 0.5], ddof=1)))
+    assert score.uar == pytest.approx(0.75)  # all 8 predictions at once
+
+
+def test_per_seed_columns_appear_in_the_summary_and_csv_only_for_several_seeds(tmp_path):
+    from ser.report.sweep import Group, Job, render_summary, write_csv
+
+    runs = [replace(_fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"]), seed=0),
+            replace(_fold(["a", "b"], ["a", "b"], ["b", "b"], ["b", "b"]), seed=1)]
+    group = Group((), [Job(tmp_path, {"seed": str(r.seed)}, r, None) for r in runs])
+    summary = render_summary(tmp_path, [group])
+    assert "Pooled over the 4 test predictions of 2 job(s) from 2 seeds" in summary
+    assert "| 32-bit baseline | 75.00 | 75.00 | 75.00 ± 35.36 | 75.00 ± 35.36 | 75.00 ± 35.36 | 75.00 ± 35.36 |" in summary
+    write_csv(tmp_path / "summary.csv", [group])
+    (row,) = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert float(row["pooled/baseline/uar_per_seed_mean"]) == 0.75
+    assert float(row["pooled/baseline/uar_per_seed_std"]) == pytest.approx(np.std([1.0, 0.5], ddof=1))
+    single = Group((), [Job(tmp_path, {"data.split.fold": "0"}, runs[0], None)])
+    assert "per seed" not in render_summary(tmp_path, [single])
+
+
 def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):
     sweep_dir, _, _ = sweep
     results = json.loads((sweep_dir / "0" / "results.json").read_text())

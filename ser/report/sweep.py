@@ -12,7 +12,10 @@ grouped by the overrides that vary across the sweep, except the replicate keys (
 Where jobs kept their test predictions (``test_predictions`` in results.json), each group's
 predictions are also pooled: UAR and WA over every test utterance of every fold at once,
 which is how k-fold and leave-one-speaker-out results are reported in SER (a mean over
-folds weighs a 30-utterance fold like a 70-utterance one).
+folds weighs a 30-utterance fold like a 70-utterance one). A sweep over seeds too (e.g.
+``experiment=kfold seed=0,1,2``, repeated k-fold: the seed also reshuffles the folds) is pooled
+per seed as well, and the spread of those pooled scores across seeds is reported beside them:
+how much a claim moves when nothing but the random state changes.
 """
 
 from __future__ import annotations
@@ -151,6 +154,9 @@ class Pooled:
     jobs: int
     uar_per_job: tuple[float, float]  # mean, sample std
     wa_per_job: tuple[float, float]
+    seeds: int = 1
+    uar_per_seed: tuple[float, float] = (math.nan, 0.0)  # each seed's jobs pooled on their own: mean, sample std
+    wa_per_seed: tuple[float, float] = (math.nan, 0.0)
 
 
 def _uar_wa(truth: Sequence[str], predicted: Sequence[str]) -> tuple[float, float]:
@@ -173,6 +179,7 @@ def pooled(group: Group) -> dict[str, Pooled]:
     out = {}
     for name in names:
         truth, predicted, per_job = [], [], []
+        by_seed: dict[int, tuple[list[str], list[str]]] = {}
         for r in jobs:
             classes, kept = r.classes, r.test_predictions
             t = [classes[i] for i in kept.labels]
@@ -180,8 +187,13 @@ def pooled(group: Group) -> dict[str, Pooled]:
             truth += t
             predicted += p
             per_job.append(_uar_wa(t, p))
+            seed_truth, seed_predicted = by_seed.setdefault(r.seed, ([], []))
+            seed_truth += t
+            seed_predicted += p
         uar, wa = _uar_wa(truth, predicted)
-        out[name] = Pooled(uar, wa, len(truth), len(jobs), mean_std([u for u, _ in per_job]), mean_std([w for _, w in per_job]))
+        per_seed = [_uar_wa(t, p) for t, p in by_seed.values()]
+        out[name] = Pooled(uar, wa, len(truth), len(jobs), mean_std([u for u, _ in per_job]), mean_std([w for _, w in per_job]),
+                           len(per_seed), mean_std([u for u, _ in per_seed]), mean_std([w for _, w in per_seed]))
     return out
 
 
@@ -191,17 +203,27 @@ def _pooled_lines(group: Group, stats: dict[str, tuple[float, float]]) -> list[s
     if not scores:
         return []
     first = next(iter(scores.values()))
+    seeds = first.seeds > 1
     size_key = {"baseline": "baseline/size_kb", "laq": "laq/size_kb", "laq_before_recovery": "laq/size_kb",
                 "greedy": "greedy/size_kb"}
     bits_key = {"laq": "laq/avg_bits", "laq_before_recovery": "laq/avg_bits", "greedy": "greedy/avg_bits"}
-    lines = [f"Pooled over the {first.n} test utterances of {first.jobs} job(s) (per-job mean ± std beside):", "",
-             "| model | pooled UAR (%) | pooled WA (%) | UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    if seeds:
+        lines = [f"Pooled over the {first.n} test predictions of {first.jobs} job(s) from {first.seeds} seeds; beside, "
+                 "each seed's jobs pooled on their own (mean ± std over the seeds) and the per-job mean ± std:", "",
+                 "| model | pooled UAR (%) | pooled WA (%) | pooled UAR per seed (%) | pooled WA per seed (%) "
+                 "| UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    else:
+        lines = [f"Pooled over the {first.n} test utterances of {first.jobs} job(s) (per-job mean ± std beside):", "",
+                 "| model | pooled UAR (%) | pooled WA (%) | UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
+                 "|---|---:|---:|---:|---:|---:|---:|"]
     for name, score in scores.items():
         bits = name.split("/")[1] if name.startswith("fixed/") else None
         size = _num(stats, f"fixed{bits}/size_kb", 1) if bits else _num(stats, size_key.get(name, ""), 1)
         avg_bits = bits or ("32" if name == "baseline" else _num(stats, bits_key.get(name, "")))
-        lines.append(f"| {POOLED_NAMES[name]} | {100 * score.uar:.2f} | {100 * score.wa:.2f} "
+        per_seed = (f"| {100 * score.uar_per_seed[0]:.2f} ± {100 * score.uar_per_seed[1]:.2f} "
+                    f"| {100 * score.wa_per_seed[0]:.2f} ± {100 * score.wa_per_seed[1]:.2f} ") if seeds else ""
+        lines.append(f"| {POOLED_NAMES[name]} | {100 * score.uar:.2f} | {100 * score.wa:.2f} {per_seed}"
                      f"| {100 * score.uar_per_job[0]:.2f} ± {100 * score.uar_per_job[1]:.2f} "
                      f"| {100 * score.wa_per_job[0]:.2f} ± {100 * score.wa_per_job[1]:.2f} | {size} | {avg_bits} |")
     return lines + [""]
@@ -280,11 +302,15 @@ def render_summary(root: Path, groups: Sequence[Group]) -> str:
 
 
 def _with_pooled(group: Group) -> dict[str, tuple[float, float]]:
-    """The group's mean ± std metrics plus ``pooled/<model>/{uar,wa}``: the pooled value and the std over jobs."""
+    """The group's mean ± std metrics plus ``pooled/<model>/{uar,wa}``: the pooled value and the std over jobs;
+    with several seeds also ``pooled/<model>/{uar,wa}_per_seed``: mean and std of the seeds' own pooled scores."""
     stats = dict(summarize(group))
     for name, score in pooled(group).items():
         stats[f"pooled/{name}/uar"] = (score.uar, score.uar_per_job[1])
         stats[f"pooled/{name}/wa"] = (score.wa, score.wa_per_job[1])
+        if score.seeds > 1:
+            stats[f"pooled/{name}/uar_per_seed"] = score.uar_per_seed
+            stats[f"pooled/{name}/wa_per_seed"] = score.wa_per_seed
     return stats
 
 
