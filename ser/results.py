@@ -117,12 +117,23 @@ class Signal:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BudgetStep:
+    """One allocation the budget refinement stood on (``quant.budget_refine``)."""
+
+    bits: dict[str, int]
+    quality: float  # the search's score of it
+    file_kb: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Budget:
     target_kb: float | None
     target_bits: float | None
     met: bool
-    t_margin: float  # the margin of the allocation kept
+    t_margin: float  # the margin of the T_margin ladder's allocation
     file_kb: float | None = _optional()  # the model file's estimated size
+    # the ladder's allocation, then each one the refinement moved to (the last is kept); absent without refinement
+    refinement: list[BudgetStep] | None = _optional()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ser.results import LAQ, Baseline, GraphStats, RunResults, Scores, Teacher, TestPredictions, Timing, Transfer, ZeroShot
+from ser.results import LAQ, Baseline, Budget, BudgetStep, GraphStats, LayerRecord, RunResults, Scores, Teacher, TestPredictions, Timing, Transfer, ZeroShot
 from tests.conftest import REPO
 
 
@@ -175,6 +175,21 @@ def test_per_seed_columns_appear_in_the_summary_and_csv_only_for_several_seeds(t
     assert float(row["pooled/baseline/uar_per_seed_std"]) == pytest.approx(np.std([1.0, 0.5], ddof=1))
     single = Group((), [Job(tmp_path, {"data.split.fold": "0"}, runs[0], None)])
     assert "per seed" not in render_summary(tmp_path, [single])
+
+
+def test_a_runs_report_shows_the_budget_refinement_path_and_flags_each_refined_layer():
+    from ser.report.run import render_run
+
+    layers = [LayerRecord(name=n, params=10, n_p=0.5, n_e=0.5, n_v=0.5, importance=0.5, rank=i + 1, margin=1.0, bits=b)
+              for i, (n, b) in enumerate([("net.0", 2), ("net.3", 2)])]
+    steps = [BudgetStep(bits={"net.0": 3, "net.3": 1}, quality=0.70, file_kb=24.0),
+             BudgetStep(bits={"net.0": 2, "net.3": 2}, quality=0.75, file_kb=23.5)]
+    base = _results(1000, 0.8, 0.7, 2.0)
+    laq = replace(base.laq, layers=layers, budget=Budget(target_kb=30.0, target_bits=None, met=True, t_margin=1.0,
+                                                         file_kb=23.5, refinement=steps))
+    text = render_run(replace(base, laq=laq))
+    assert "Budget refinement (score, file size): [3, 1] (70.00, 24.0 KB) → [2, 2] (75.00, 23.5 KB)" in text
+    assert "| 2 (refined from 3) |" in text and "| 2 (refined from 1) |" in text
 
 
 def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):

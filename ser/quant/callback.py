@@ -83,6 +83,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         fallback: str = "max",
         target_kb: float | None = None,
         target_bits: float | None = None,
+        budget_refine: bool = False,
         recovery_epochs: int = 0,
         recovery_lr: float = 1e-4,
         recovery_distill: float = 1.0,
@@ -101,7 +102,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
             min_bits=min_bits, max_bits=max_bits, entropy_bins=entropy_bins)
         laq_config = LAQConfig(search=self.search, fidelity_weight=float(fidelity_weight), fallback=fallback,
                                target_kb=None if target_kb is None else float(target_kb),
-                               target_bits=None if target_bits is None else float(target_bits))
+                               target_bits=None if target_bits is None else float(target_bits),
+                               budget_refine=bool(budget_refine))
         self.laq = laq_config if laq else None  # validated either way: a mistake is reported with quant=fixed too
         self.recovery = RecoveryConfig(epochs=int(recovery_epochs), lr=recovery_lr, distill=recovery_distill,
                                        temperature=recovery_temperature, batch_size=int(recovery_batch_size),
@@ -230,6 +232,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
                 experiment.add_scalar("quant/recovery/val_acc", point.val_acc, point.epoch)
         if laq.budget is not None:
             experiment.add_scalar("quant/laq/budget_met", float(laq.budget.met), 0)
+            for step, point in enumerate(laq.budget.refinement or []):
+                experiment.add_scalar("quant/laq/budget_refinement_score", point.quality, step)
         for layer in laq.layers:
             for key in ("importance", "margin", "bits"):
                 experiment.add_scalar(f"laq/{key}/{layer.name}", getattr(layer, key), 0)

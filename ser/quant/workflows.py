@@ -31,7 +31,7 @@ from ser.quant.evaluation import SplitTensors, accuracy, logits, predict, scores
 from ser.quant.importance import ImportanceWeights, layer_importance
 from ser.quant.quantizer import QuantizedTensor, QuantizedWeights, QuantizerConfig
 from ser.quant.search import FALLBACKS, budget_search, greedy_search, laq_search
-from ser.results import LAQ, QAT, Budget, CurvePoint, FixedRow, Greedy, LayerRecord, QuantizerRecord, Recovery, \
+from ser.results import LAQ, QAT, Budget, BudgetStep, CurvePoint, FixedRow, Greedy, LayerRecord, QuantizerRecord, Recovery, \
     Scores, Signal, Tried
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class LAQConfig:
     fallback: str = "max"
     target_kb: float | None = None
     target_bits: float | None = None
+    budget_refine: bool = False  # under a budget: uniform widths as candidates, then one-width moves (search.budget_search)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fidelity_weight <= 1.0:
@@ -217,14 +218,20 @@ def _budget_search(session: Session, config: LAQConfig, importance, scorer: Scor
             ratios.append(quantizer.average_bits(module, allocation) / config.target_bits)
         return max(ratios)
 
-    search, met = budget_search(importance, scorer, scorer.baseline, fits, 1.0, bit_range, config.fallback)
+    search, met = budget_search(importance, scorer, scorer.baseline, fits, 1.0, bit_range, config.fallback,
+                                refine=config.budget_refine)
     file_kb = quantizer.file_size_kb(module, search.bits, session.quantizer)
+    steps = [BudgetStep(bits=bits, quality=quality, file_kb=quantizer.file_size_kb(module, bits, session.quantizer))
+             for bits, quality in search.refinement]
+    if len(steps) > 1:
+        log.info("LAQ: budget refinement %s (score %.4f) -> %s (score %.4f) in %d step(s)", steps[0].bits, steps[0].quality,
+                 steps[-1].bits, steps[-1].quality, len(steps) - 1)
     if not met:
         log.warning("LAQ: the size budget (target_kb=%s, target_bits=%s) cannot be met with %s-bit layers; "
                     "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits", config.target_kb,
                     config.target_bits, min(bit_range), file_kb, quantizer.average_bits(module, search.bits))
     return search, Budget(target_kb=config.target_kb, target_bits=config.target_bits, met=met, t_margin=search.t_margin,
-                          file_kb=file_kb)
+                          file_kb=file_kb, refinement=steps or None)
 
 
 def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:

@@ -57,6 +57,13 @@ def render_run(results: RunResults) -> str:
             lines.append(f"Size budget: target_kb={budget.target_kb}, target_bits={budget.target_bits}: {verdict}; "
                          f"T_margin chosen {budget.t_margin}; the model file needs about {file_kb:.1f} KB "
                          "(weights, biases, scales, standardisation and header).")
+            steps = budget.refinement or []
+            if len(steps) > 1:
+                path = " → ".join(f"{list(step.bits.values())} ({100 * step.quality:.2f}, {step.file_kb:.1f} KB)" for step in steps)
+                lines.append(f"Budget refinement (score, file size): {path}; the widths below are the last, "
+                             "their tried drops the T_margin ladder's.")
+            elif steps:
+                lines.append("Budget refinement: no uniform width or one-width move scored higher; the ladder's allocation is kept.")
         recovery = laq.recovery
         if recovery:
             lines.append(f"Recovery: {recovery.epochs} epochs (lr {recovery.lr}, distillation weight {recovery.distill}), "
@@ -70,6 +77,9 @@ def render_run(results: RunResults) -> str:
         for l in laq.layers:
             tried = ", ".join(f"{t.bits}b: {t.drop:.2f}" for t in l.tried or [])
             flag = " (fallback: no width within the margin)" if l.fallback else ""
+            ladder = budget.refinement[0].bits.get(l.name) if budget and budget.refinement else None
+            if ladder is not None and ladder != l.bits:
+                flag += f" (refined from {ladder})"
             lines.append(
                 f"| {l.name} | {l.params:,} | {l.n_p:.4f} | {l.n_e:.4f} | {l.n_v:.4f} "
                 f"| {l.importance:.4f} | {l.rank} | {l.margin:.3f} | {tried} | {l.bits}{flag} |"

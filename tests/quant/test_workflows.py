@@ -61,6 +61,18 @@ def test_a_size_budget_records_what_it_came_to():
     assert found.budget.file_kb > found.scores.size_kb, "the file adds standardisation and a header"
 
 
+def test_a_refined_budget_records_its_path_and_ships_its_last_allocation():
+    session = _session()
+    config = LAQConfig(fidelity_weight=0.5, fallback="best", target_bits=2.0, budget_refine=True)
+    found, tensors = workflows.laq(session, config)
+    steps = found.budget.refinement
+    assert steps and steps[-1].bits == found.bits == {name: t.bits for name, t in tensors.items()}
+    assert [s.quality for s in steps] == sorted(s.quality for s in steps), "each step scores at least as high"
+    assert all(s.file_kb > 0 for s in steps) and found.scores.avg_bits <= 2.0
+    plain, _ = workflows.laq(_session(), LAQConfig(fidelity_weight=0.5, fallback="best", target_bits=2.0))
+    assert plain.budget.refinement is None and steps[0].bits == plain.bits, "the path starts at the ladder's allocation"
+
+
 def test_recovery_without_epochs_ships_the_searched_model_and_keeps_its_numbers_as_before_recovery():
     session = _session(needs_train=True, grid="full", scale="mse")
     found, _ = workflows.laq(session, LAQConfig(search=SearchConfig(t_margin=3.0)))
