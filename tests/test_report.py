@@ -160,21 +160,22 @@ def test_a_sweep_over_seeds_is_also_pooled_per_seed_with_the_spread_across_seeds
     assert score.uar == pytest.approx(0.75)  # all 8 predictions at once
 
 
-def test_per_seed_columns_appear_in_the_summary_and_csv_only_for_several_seeds(tmp_path):
+def test_per_seed_columns_appear_in_the_summary_and_csv_only_when_seeds_repeat_several_jobs(tmp_path):
     from ser.report.sweep import Group, Job, render_summary, write_csv
 
-    runs = [replace(_fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"]), seed=0),
-            replace(_fold(["a", "b"], ["a", "b"], ["b", "b"], ["b", "b"]), seed=1)]
-    group = Group((), [Job(tmp_path, {"seed": str(r.seed)}, r, None) for r in runs])
+    right = _fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"])  # baseline 2/2
+    half = _fold(["a", "b"], ["a", "b"], ["b", "b"], ["b", "b"])  # baseline 1/2
+    runs = [replace(right, seed=0), replace(right, seed=0), replace(half, seed=1), replace(half, seed=1)]
+    group = Group((), [Job(tmp_path, {"seed": str(r.seed), "data.split.fold": str(k % 2)}, r, None) for k, r in enumerate(runs)])
     summary = render_summary(tmp_path, [group])
-    assert "Pooled over the 4 test predictions of 2 job(s) from 2 seeds" in summary
-    assert "| 32-bit baseline | 75.00 | 75.00 | 75.00 ± 35.36 | 75.00 ± 35.36 | 75.00 ± 35.36 | 75.00 ± 35.36 |" in summary
+    assert "Pooled over the 8 test predictions of 4 job(s) from 2 seeds" in summary
+    assert "| 32-bit baseline | 75.00 | 75.00 | 75.00 ± 35.36 | 75.00 ± 35.36 | 75.00 ± 28.87 | 75.00 ± 28.87 |" in summary
     write_csv(tmp_path / "summary.csv", [group])
     (row,) = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert float(row["pooled/baseline/uar_per_seed_mean"]) == 0.75
     assert float(row["pooled/baseline/uar_per_seed_std"]) == pytest.approx(np.std([1.0, 0.5], ddof=1))
-    single = Group((), [Job(tmp_path, {"data.split.fold": "0"}, runs[0], None)])
-    assert "per seed" not in render_summary(tmp_path, [single])
+    one_job_per_seed = Group((), [Job(tmp_path, {"seed": str(r.seed)}, r, None) for r in runs[1:3]])
+    assert "per seed" not in render_summary(tmp_path, [one_job_per_seed]), "per-seed scores would repeat the per-job ones"
 
 
 def test_a_runs_report_shows_the_budget_refinement_path_and_flags_each_refined_layer():

@@ -158,6 +158,11 @@ class Pooled:
     uar_per_seed: tuple[float, float] = (math.nan, 0.0)  # each seed's jobs pooled on their own: mean, sample std
     wa_per_seed: tuple[float, float] = (math.nan, 0.0)
 
+    @property
+    def repeated(self) -> bool:
+        """Several seeds, each pooling several jobs (folds): only then do per-seed scores add anything."""
+        return 1 < self.seeds < self.jobs
+
 
 def _uar_wa(truth: Sequence[str], predicted: Sequence[str]) -> tuple[float, float]:
     """Unweighted average recall over the classes present in ``truth``, and accuracy."""
@@ -203,7 +208,7 @@ def _pooled_lines(group: Group, stats: dict[str, tuple[float, float]]) -> list[s
     if not scores:
         return []
     first = next(iter(scores.values()))
-    seeds = first.seeds > 1
+    seeds = first.repeated
     size_key = {"baseline": "baseline/size_kb", "laq": "laq/size_kb", "laq_before_recovery": "laq/size_kb",
                 "greedy": "greedy/size_kb"}
     bits_key = {"laq": "laq/avg_bits", "laq_before_recovery": "laq/avg_bits", "greedy": "greedy/avg_bits"}
@@ -308,7 +313,7 @@ def _with_pooled(group: Group) -> dict[str, tuple[float, float]]:
     for name, score in pooled(group).items():
         stats[f"pooled/{name}/uar"] = (score.uar, score.uar_per_job[1])
         stats[f"pooled/{name}/wa"] = (score.wa, score.wa_per_job[1])
-        if score.seeds > 1:
+        if score.repeated:
             stats[f"pooled/{name}/uar_per_seed"] = score.uar_per_seed
             stats[f"pooled/{name}/wa_per_seed"] = score.wa_per_seed
     return stats
