@@ -124,6 +124,11 @@ def laq_search(
     return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace, t_margin)
 
 
+def _fits(size: Callable[[dict[str, int]], float], budget: float, bits: dict[str, int]) -> bool:
+    """``size(bits) ≤ budget``, with room for the rounding of a sum of sizes that should equal it."""
+    return size(bits) <= budget + 1e-9
+
+
 def refine_within_budget(
     evaluate: Evaluate,
     size: Callable[[dict[str, int]], float],
@@ -136,14 +141,14 @@ def refine_within_budget(
     while that raises the quality. Returns every allocation it stood on, with its quality."""
     widths = sorted(bit_range)
     key = lambda bits: (evaluate(bits), -size(bits))  # noqa: E731
-    current = max((dict(s) for s in starts if size(s) <= budget + 1e-9), key=key)
+    current = max((dict(s) for s in starts if _fits(size, budget, s)), key=key)
     path = [(current, evaluate(current))]
     while True:
         neighbours = []
         for name, bits in current.items():
             i = widths.index(bits)
             neighbours += [{**current, name: widths[j]} for j in (i - 1, i + 1) if 0 <= j < len(widths)]
-        fitting = [n for n in neighbours if size(n) <= budget + 1e-9]
+        fitting = [n for n in neighbours if _fits(size, budget, n)]
         if not fitting or key(best := max(fitting, key=key)) <= key(current):
             return path
         current = best
@@ -175,7 +180,7 @@ def budget_search(
     start = time.perf_counter()
     runs = [laq_search(layers, evaluate, baseline_accuracy, t, bit_range, fallback) for t in margins]
     floor = {l.name: min(bit_range) for l in layers}
-    fitting = [r for r in runs if size(r.bits) <= budget + 1e-9]
+    fitting = [r for r in runs if _fits(size, budget, r.bits)]
     if fitting:
         best = max(fitting, key=lambda r: (r.accuracy, -size(r.bits), -(r.t_margin or 0)))
         met = True
