@@ -38,8 +38,9 @@ from torch import nn
 from ser.errors import SERError
 from ser.models.mlp import MLP
 from ser.dsp import grid as grids
+from ser.dsp import storage
 from ser.dsp.feature_config import FeatureConfig
-from ser.quant.quantizer import QuantizerConfig, quantizable_layers, quantize_tensor
+from ser.quant.quantizer import NARROW_STATISTICS, QuantizerConfig, quantizable_layers, quantize_tensor
 from ser.results import FILENAME, RunResults
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
@@ -56,7 +57,8 @@ LEGACY_FORMATS = ("ser-fakequant-v1",)  # weights only, no codes: treated as abs
 
 @dataclass
 class ExportLayer:
-    """One Linear layer as shipped: integer codes on a grid, their scales, and the float32 bias."""
+    """One Linear layer as shipped: integer codes on a grid, their scales, and the bias (float32 values;
+    stored as codes at ``bias_bits`` below 32, ``ser.dsp.storage``)."""
 
     name: str
     bits: int
@@ -64,6 +66,7 @@ class ExportLayer:
     codes: np.ndarray  # uint8, the weight's shape
     scales: np.ndarray  # float32, 1 or one per output row
     bias: np.ndarray | None
+    bias_bits: int = storage.FLOAT_BITS
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -74,7 +77,14 @@ class ExportLayer:
         return grids.dequantize(self.codes, self.scales, self.bits, self.grid)
 
     def stored_bits(self) -> int:
-        return self.codes.size * self.bits + 32 * (self.scales.size + (0 if self.bias is None else self.bias.size))
+        bias = 0 if self.bias is None else self.bias.size * self.bias_bits + (32 if self.bias_bits < 32 else 0)
+        return self.codes.size * self.bits + 32 * self.scales.size + bias
+
+    def bias_section(self) -> Section:
+        if self.bias_bits == storage.FLOAT_BITS:
+            return Section(f"{self.name}.bias", self.bias)
+        codes, scale = storage.encode_bias(self.bias, self.bias_bits)
+        return Section(f"{self.name}.bias", codes, self.bias_bits, scale=scale)
 
 
 @dataclass
@@ -173,7 +183,7 @@ class ExportSource:
             quantizer = _config(OmegaConf.to_container(cfg.quant, resolve=False) if cfg.get("quant") else {})
 
         if use_artifact:
-            layers = _artifact_layers(artifact, names, run_dir)
+            layers = _artifact_layers(artifact, names, run_dir, quantizer)
             laq = results.laq if results is not None else None
             if laq and laq.bits != {n: l.bits for n, l in layers.items()}:
                 raise SERError(f"{run_dir}: {ARTIFACT} and results.json disagree on the LAQ bits; the run is "
@@ -201,6 +211,7 @@ class ExportSource:
                             "the checkpoint's biases", run_dir)
             layers = {name: _quantize(name, state, allocation[name], quantizer) for name in names}
 
+        state = _stored_statistics(state, quantizer, run_dir, stored=use_artifact)
         graph = None if net is None else _lightsernet_graph(net, layers, features)
         return cls(run_dir, checkpoint if checkpoint.is_file() else None, state, classes, features, layers, quantizer,
                    normalize, prior_weight, origin, graph, target)
@@ -374,19 +385,46 @@ def _config(quant: dict) -> QuantizerConfig:
     """The quantizer of a run (an artifact's ``quantizer`` or a config's ``quant`` section; absent keys: the paper's)."""
     try:
         return QuantizerConfig(per_channel=bool(quant.get("per_channel", False)), mse_clip=bool(quant.get("mse_clip", False)),
-                               grid=str(quant.get("grid", "symmetric")), scale=str(quant.get("scale", "max")))
+                               grid=str(quant.get("grid", "symmetric")), scale=str(quant.get("scale", "max")),
+                               bias_bits=int(quant.get("bias_bits", storage.FLOAT_BITS)),
+                               stats_bits=int(quant.get("stats_bits", storage.FLOAT_BITS)))
     except ValueError as exc:
         raise SERError(str(exc)) from exc
+
+
+STATISTICS = ("feature_mean", "feature_std", "population_mean", "population_std")
+
+
+def _stored_statistics(state: dict[str, torch.Tensor], config: QuantizerConfig, run_dir: Path,
+                       stored: bool) -> dict[str, torch.Tensor]:
+    """``state`` with its statistics as the file stores them (``stats_bits``): the rounding the fixed-width
+    rows measured, for a ``--bits`` export of the checkpoint; a LAQ artifact's (``stored``) must be so
+    already, as the quantizer scored them."""
+    if config.stats_bits == storage.FLOAT_BITS:
+        return state
+    state = dict(state)
+    for mean, std in NARROW_STATISTICS.items():
+        if mean in state:
+            try:
+                m, s = storage.round_statistics(state[mean].float().numpy(), state[std].float().numpy(), config.stats_bits)
+            except ValueError as exc:
+                raise SERError(f"{run_dir}: {mean}/{std}: {exc}") from None
+            if stored and not (np.array_equal(m, state[mean].numpy()) and np.array_equal(s, state[std].numpy())):
+                raise SERError(f"{run_dir / ARTIFACT}: its {mean}/{std} are not stored at {config.stats_bits} bits as "
+                               "its quantizer says; train the run again")
+            state[mean], state[std] = torch.from_numpy(m), torch.from_numpy(s)
+    return state
 
 
 def _quantize(name: str, state: dict[str, torch.Tensor], bits: int, config: QuantizerConfig) -> ExportLayer:
     t = quantize_tensor(state[f"{name}.weight"].float(), bits, config)
     bias = state.get(f"{name}.bias")
     return ExportLayer(name, bits, t.grid, t.codes.numpy().astype(np.uint8), t.scales.float().numpy(),
-                       None if bias is None else bias.float().numpy())
+                       None if bias is None else storage.round_bias(bias.double().numpy(), config.bias_bits),
+                       config.bias_bits)
 
 
-def _artifact_layers(artifact: dict, names: list[str], run_dir: Path) -> dict[str, ExportLayer]:
+def _artifact_layers(artifact: dict, names: list[str], run_dir: Path, config: QuantizerConfig) -> dict[str, ExportLayer]:
     """The artifact's layers, checked against the network and against their own dequantized weights."""
     where = run_dir / ARTIFACT
     stored = artifact.get("layers") or {}
@@ -409,9 +447,12 @@ def _artifact_layers(artifact: dict, names: list[str], run_dir: Path) -> dict[st
         if codes.size and int(codes.max()) >= grids.n_codes(bits, grid):
             raise SERError(f"{where}: layer {name} has a code outside its {bits}-bit {grid} grid")
         bias = entry.get("bias")
-        layer = ExportLayer(name, bits, grid, codes, scales, None if bias is None else bias.detach().float().numpy())
+        layer = ExportLayer(name, bits, grid, codes, scales, None if bias is None else bias.detach().float().numpy(),
+                            config.bias_bits)
         if not np.allclose(layer.weight(), entry["weight"].float().numpy(), rtol=1e-6, atol=0.0):
             raise SERError(f"{where}: layer {name}'s codes and scales do not give its stored weight; train the run again")
+        if bias is not None and not np.array_equal(storage.round_bias(layer.bias, config.bias_bits), layer.bias):
+            raise SERError(f"{where}: layer {name}'s bias is not on its {config.bias_bits}-bit grid; train the run again")
         layers[name] = layer
     return layers
 
@@ -450,30 +491,44 @@ def _metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor
 
 
 def theoretical_bytes(source: ExportSource) -> float:
-    """What the model must store: weights at their bits, float32 biases, scales and standardisation
-    (and, for a speaker-normalised model, the population's statistics)."""
+    """What the model must store: weights at their bits, biases (at ``bias_bits``), scales and
+    standardisation at ``stats_bits`` (and, for a speaker-normalised model, the population's statistics
+    at 32)."""
     statistics = 2 if source.normalize == "global" else 4  # standardisation (+ population for speaker models)
     if source.graph is None:
         total_bits = sum(layer.stored_bits() for layer in source.layers.values())
     else:  # conv biases are folded into the shifts: the graph's arrays hold every float32 per-channel number
         total_bits = sum(l.codes.size * l.bits + 32 * l.scales.size for l in source.layers.values())
         total_bits += 32 * sum(a.size for a in source.graph.arrays.values())
-    return (total_bits + 32 * statistics * source.state["feature_mean"].numel()) / 8
+    dim = source.state["feature_mean"].numel()
+    return (total_bits + 2 * dim * source.quantizer.stats_bits + (statistics - 2) * dim * 32) / 8
+
+
+def _statistics_sections(source: ExportSource) -> list[Section]:
+    """Feature (and population) mean and std: float32, or for the feature standardisation at 16 bits the
+    std as bfloat16 and the mean in units of it (``ser.dsp.storage``; ``source.state`` already holds the
+    values those decode to)."""
+    pairs = list(zip(STATISTICS[::2], STATISTICS[1::2]))[: 2 if source.normalize == "speaker" else 1]
+    sections = []
+    for mean, std in pairs:
+        m, s = source.state[mean].float().numpy(), source.state[std].float().numpy()
+        if source.quantizer.stats_bits == storage.FLOAT_BITS or mean not in NARROW_STATISTICS:
+            sections += [Section(mean, m), Section(std, s)]
+        else:
+            ratio, std_bits = storage.encode_statistics(m, s)
+            sections += [Section(mean, ratio, dtype="f2", unit=std), Section(std, std_bits, dtype="bf16")]
+    return sections
 
 
 def write_serq(source: ExportSource, path: str | Path) -> int:
-    layers, sections = [], [Section("feature_mean", source.state["feature_mean"].numpy()),
-                            Section("feature_std", source.state["feature_std"].numpy())]
-    if source.normalize == "speaker":
-        sections += [Section("population_mean", source.state["population_mean"].numpy()),
-                     Section("population_std", source.state["population_std"].numpy())]
+    layers, sections = [], _statistics_sections(source)
     for i, layer in enumerate(source.layers.values()):
         sections += [Section(f"{layer.name}.scales", layer.scales), Section(f"{layer.name}.codes", layer.codes, layer.bits)]
         if source.graph is not None:  # biases and batch norm live in the graph's arrays
             layers.append({"name": layer.name, "shape": list(layer.shape), "bits": layer.bits, "grid": layer.grid})
             continue
         if layer.bias is not None:
-            sections.append(Section(f"{layer.name}.bias", layer.bias))
+            sections.append(layer.bias_section())
         layers.append({"name": layer.name, "shape": list(layer.shape), "bits": layer.bits, "grid": layer.grid,
                        "activation": "relu" if i < len(source.layers) - 1 else "none"})
     header = {"classes": source.classes, "features": source.features, "layers": layers,

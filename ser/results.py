@@ -5,7 +5,9 @@ tests read it back with ``RunResults.load``. Accuracies are fractions, sizes in 
 Records serialise to exactly the keys and values results.json had before it was versioned,
 plus ``schema_version`` first; a field marked optional (``_optional``) is left out of the file
 when it is None, because older files and some runs lack it (e.g. ``laq.recovery`` without
-recovery), whereas a plain ``X | None`` field is written as null.
+recovery), whereas a plain ``X | None`` field is written as null. A field added later with the
+value older files meant (``_since``, e.g. ``QuantizerRecord.bias_bits`` = 32) is left out while it
+holds that value, and read as it from files that lack it, so older files round-trip unchanged.
 
 Version history (``SCHEMA_VERSION``):
 
@@ -37,6 +39,11 @@ def _optional(**kwargs: Any) -> Any:
     return field(default=None, metadata={"omit_none": True}, **kwargs)
 
 
+def _since(default: Any) -> Any:
+    """A field added later: ``default`` is what files without it meant; written only when it differs."""
+    return field(default=default, metadata={"omit_default": True})
+
+
 def _flat() -> Any:
     """A record whose fields are written inline into the enclosing object, at this position."""
     return field(metadata={"flatten": True})
@@ -51,7 +58,7 @@ class Scores:
     val_acc: float
     test_acc: float
     test_uar: float  # unweighted average recall (macro recall), the SER field's standard
-    size_kb: float  # weights at their bit-width, biases and scales at 32 bits
+    size_kb: float  # weights at their bit-width, biases at the quantizer's bias_bits, scales at 32 bits
     avg_bits: float
 
 
@@ -108,6 +115,8 @@ class QuantizerRecord:
     grid: str
     scale: str
     bias_correction: bool
+    bias_bits: int = _since(32)  # float32 biases and statistics: the paper's, and every run before narrow storage
+    stats_bits: int = _since(32)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,7 +335,8 @@ def _encode(record: Any) -> dict[str, Any]:
         value = getattr(record, f.name)
         if f.metadata.get("flatten"):
             out.update(_encode(value))
-        elif not (value is None and f.metadata.get("omit_none")):
+        elif not (value is None and f.metadata.get("omit_none")) and not (f.metadata.get("omit_default")
+                                                                           and value == f.default):
             out[f.name] = _encode_value(value)
     return out
 
@@ -366,6 +376,8 @@ def _decode(cls: type, data: Any, where: str) -> Any:
             used.add(f.name)
         elif f.metadata.get("omit_none"):
             values[f.name] = None
+        elif f.metadata.get("omit_default"):
+            values[f.name] = f.default
         else:
             raise ValueError(f"{where}{f.name} is missing")
     unknown = sorted(set(data) - used)

@@ -127,9 +127,10 @@ def test_exported_file_holds_the_artifacts_codes_scales_biases_and_statistics(ex
         np.testing.assert_array_equal(arrays[name], artifact["state_dict"][name].numpy())
 
 
-def test_a_full_grid_file_is_format_version_3_and_records_each_layers_grid(exported):
+def test_a_default_file_is_format_version_5_and_records_each_layers_grid(exported):
+    """The default stores biases as codes and statistics in 16 bits (version 5), on the full grid (3+)."""
     _, _, out = exported
-    assert (out / "model.serq").read_bytes()[4:6] == (3).to_bytes(2, "little")
+    assert (out / "model.serq").read_bytes()[4:6] == (5).to_bytes(2, "little")
     header, _ = model_file.read(out / "model.serq")
     assert {l["grid"] for l in header["layers"]} == {"full"}
 
@@ -263,7 +264,7 @@ def test_fixed_bits_of_a_paper_run_stay_on_the_symmetric_grid(default_run, tmp_p
     run_dir, _ = default_run
     run = _copy_run(run_dir, tmp_path / "run", artifact=False)
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    cfg.quant.grid, cfg.quant.scale = "symmetric", "max"
+    cfg.quant.grid, cfg.quant.scale, cfg.quant.bias_bits, cfg.quant.stats_bits = "symmetric", "max", 32, 32
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     source = ExportSource.load(run, bits=2)
     assert {l.grid for l in source.layers.values()} == {"symmetric"}
@@ -404,7 +405,7 @@ def test_lightsernet_file_is_a_graph_of_the_artifacts_codes_with_batch_norm_fold
     run_dir, results = lightsernet_run
     artifact = _artifact(run_dir)
     path = run_dir / "m.serq"
-    assert path.read_bytes()[4:6] == (4).to_bytes(2, "little"), "older runtimes refuse a graph"
+    assert path.read_bytes()[4:6] == (5).to_bytes(2, "little"), "older runtimes refuse a graph (4+), 16-bit statistics (5)"
     header, arrays = model_file.read(path)
     assert header["network"]["kind"] == "graph" and header["network"]["input"] == [40, 64]
     ops = header["network"]["ops"]
@@ -480,8 +481,11 @@ def test_lightsernet_fixed_bits_export_from_the_checkpoint(lightsernet_run, ligh
     source = ExportSource.load(run_dir, bits=3)
     assert source.origin == "checkpoint" and set(source.bits.values()) == {3}
     state = dict(torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"])
-    for name, layer in source.layers.items():
+    for name, layer in source.layers.items():  # the stored weights, biases and standardisation
         state[f"{name}.weight"] = torch.from_numpy(layer.weight())
+        if layer.bias is not None:
+            state[f"{name}.bias"] = torch.from_numpy(layer.bias)
+    state.update({k: source.state[k] for k in ("feature_mean", "feature_std")})
     reference = _torch_reference(run_dir, x, state)
     _assert_parity(QuantizedModel.load(tmp_path / "m3.serq").probabilities(x.numpy()), reference)
 
@@ -570,3 +574,87 @@ def test_quantized_artifact_alone_exports_the_same_file(run, request, tmp_path):
     shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("results.json", ".hydra", "checkpoints"))
     assert export_main([str(bare), "-o", str(tmp_path / "bare.serq")]) == 0
     assert (tmp_path / "bare.serq").read_bytes() == (tmp_path / "full.serq").read_bytes()
+
+
+# -- the paper's MLP under a 30 KB budget, with narrow biases and statistics ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budget_run(default_corpus, cache_dir, tmp_path_factory):
+    """The default MLP (256-512-64) held to a 30 KB file: it fits only with 8-bit biases and float16 statistics."""
+    run_dir = tmp_path_factory.mktemp("budget_run")
+    proc = run_train("quant.target_kb=30", "quant.bias_bits=8", "quant.stats_bits=16", cache_dir=cache_dir, run_dir=run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path_factory.mktemp("budget_export")
+    assert export_main([str(run_dir), "-o", str(out / "model.serq"), "--onnx", str(out / "model.onnx")]) == 0
+    return run_dir, json.loads((run_dir / "results.json").read_text()), out
+
+
+def test_the_paper_mlp_at_target_kb_30_exports_a_file_of_at_most_30_kb(budget_run):
+    run_dir, results, out = budget_run
+    laq = results["laq"]
+    assert laq["budget"]["met"] and laq["quantizer"]["bias_bits"] == 8 and laq["quantizer"]["stats_bits"] == 16
+    size = (out / "model.serq").stat().st_size
+    assert size <= 30_000 and size <= laq["budget"]["file_kb"] * 1000, "the budget's estimate must not undercount"
+    assert laq["budget"]["file_kb"] * 1000 - size < 200, "nor overcount by much"
+    assert (out / "model.serq").read_bytes()[4:6] == (5).to_bytes(2, "little")
+
+
+def test_a_narrow_file_stores_the_artifacts_biases_as_codes_and_its_statistics_in_16_bits(budget_run):
+    from ser.dsp import storage
+
+    run_dir, _, out = budget_run
+    artifact = _artifact(run_dir)
+    header, arrays = model_file.read(out / "model.serq")
+    table = {s["name"]: s for s in header["sections"]}
+    for name, layer in artifact["layers"].items():
+        entry = table[f"{name}.bias"]
+        assert entry["bits"] == 8 and entry["nbytes"] == layer["bias"].numel()
+        assert np.log2(entry["scale"]).is_integer()
+        np.testing.assert_array_equal(arrays[f"{name}.bias"], layer["bias"].numpy())
+        np.testing.assert_array_equal(arrays[f"{name}.bias"], storage.round_bias(arrays[f"{name}.bias"], 8))
+    assert table["feature_mean"]["dtype"] == "f2" and table["feature_mean"]["unit"] == "feature_std"
+    assert table["feature_std"]["dtype"] == "bf16"
+    for name in ("feature_mean", "feature_std"):
+        assert table[name]["nbytes"] == 2 * arrays[name].size
+        np.testing.assert_array_equal(arrays[name], artifact["state_dict"][name].numpy())
+    assert np.all(arrays["feature_std"] > 0)
+
+
+def test_the_narrow_files_runtime_and_onnx_predict_what_results_json_measured(budget_run, cache_dir):
+    run_dir, results, out = budget_run
+    x, labels, files, _ = _split(run_dir, cache_dir)
+    reference = _torch_reference(run_dir, x)
+    assert float(np.mean(reference.argmax(axis=1) == labels)) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
+    ours = _runtime(QuantizedModel.load(out / "model.serq"), files)
+    _assert_parity(ours, reference)
+    assert results["test_predictions"]["models"]["laq"] == ours.argmax(axis=1).tolist()
+    _assert_parity(_onnx(out / "model.onnx", features=x.numpy()), reference)
+
+
+def test_a_fixed_bits_export_of_a_narrow_run_stores_what_the_fixed_row_measured(budget_run, cache_dir, tmp_path):
+    """``--bits 2`` quantizes the checkpoint with the run's quantizer, biases and statistics included."""
+    run_dir, results, _ = budget_run
+    assert export_main([str(run_dir), "--bits", "2", "-o", str(tmp_path / "m.serq")]) == 0
+    x, labels, files, _ = _split(run_dir, cache_dir)
+    ours = _runtime(QuantizedModel.load(tmp_path / "m.serq"), files)
+    row = next(r for r in results["fixed"] if r["bits"] == 2)
+    assert float(np.mean(ours.argmax(axis=1) == labels)) == pytest.approx(row["test_acc"], abs=1e-6)
+    assert results["test_predictions"]["models"]["fixed/2"] == ours.argmax(axis=1).tolist()
+
+
+@pytest.mark.parametrize("damage", ["statistics", "bias"])
+def test_an_artifact_whose_narrow_values_are_not_as_stored_is_refused(budget_run, tmp_path, capsys, damage):
+    run_dir, _, _ = budget_run
+    copy = _copy_run(run_dir, tmp_path / "run")
+    artifact = _artifact(copy)
+    if damage == "statistics":
+        artifact["state_dict"]["feature_std"] = artifact["state_dict"]["feature_std"] * 1.001
+    else:
+        artifact["layers"]["net.0"]["bias"] = artifact["layers"]["net.0"]["bias"] + 1e-4
+    torch.save(artifact, copy / "quantized.pt")
+    assert export_main([str(copy), "-o", str(tmp_path / "m.serq")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train the run again" in err
+    assert ("not stored at 16 bits" if damage == "statistics" else "not on its 8-bit grid") in err
+    assert not (tmp_path / "m.serq").exists()

@@ -193,6 +193,18 @@ def test_a_runs_report_shows_the_budget_refinement_path_and_flags_each_refined_l
     assert "| 2 (refined from 3) |" in text and "| 2 (refined from 1) |" in text
 
 
+@pytest.mark.parametrize("bias_bits, says", [(32, "biases and scales at 32 bits"),
+                                              (8, "quantized layers' biases at 8 bits (plus a scale)")])
+def test_a_runs_report_says_at_how_many_bits_sizes_count_the_biases(bias_bits, says):
+    from ser.report.run import render_run
+    from ser.results import QuantizerRecord
+
+    base = _results(1000, 0.8, 0.7, 2.0)
+    quantizer = QuantizerRecord(per_channel=False, mse_clip=False, grid="full", scale="mse", bias_correction=False,
+                                bias_bits=bias_bits, stats_bits=16)
+    assert says in render_run(replace(base, laq=replace(base.laq, quantizer=quantizer)))
+
+
 def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):
     sweep_dir, _, _ = sweep
     results = json.loads((sweep_dir / "0" / "results.json").read_text())

@@ -64,6 +64,16 @@ def test_round_trip_writes_the_same_keys_and_values_plus_the_schema_version_firs
     assert RunResults.load(tmp_path / "out.json") == results
 
 
+def test_quantizer_storage_widths_are_written_only_when_narrow_and_read_as_32_when_absent():
+    older = RunResults.from_json(UNVERSIONED)
+    assert (older.laq.quantizer.bias_bits, older.laq.quantizer.stats_bits) == (32, 32)
+    narrow = copy.deepcopy(UNVERSIONED)
+    narrow["laq"]["quantizer"].update(bias_bits=8, stats_bits=16)
+    written = RunResults.from_json(narrow).to_json()
+    assert written["laq"]["quantizer"]["bias_bits"] == 8 and written["laq"]["quantizer"]["stats_bits"] == 16
+    assert "bias_bits" not in older.to_json()["laq"]["quantizer"]
+
+
 def test_fields_a_run_did_not_produce_stay_out_of_the_file():
     old = copy.deepcopy(UNVERSIONED)  # an older run: no val_uar, no recovery, no predictions, quant=none
     for key in ("test_predictions", "fixed", "laq", "objective"):

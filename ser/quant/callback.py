@@ -6,7 +6,8 @@ recovery, legacy QAT, sensitivity greedy), logs them to TensorBoard and saves th
 ``quantized.pt``. Pipeline of the LAQ model (each step configurable, ``conf/quant/laq.yaml``;
 ``quant=laq_paper`` switches every addition off):
 
-1. quantizer: grid, scale rule, per-channel scales, bias correction (``quantizer.py``);
+1. quantizer: grid, scale rule, per-channel scales, bias correction, and how biases and
+   statistics are stored (``quantizer.py``);
 2. importance (Eq. 1–4) and the importance-ordered search (Eq. 5) with a score that mixes
    validation accuracy with agreement with the full-precision model on training + validation
    utterances (``fidelity_weight``), the fallback rule, or a size budget (``target_kb``,
@@ -78,6 +79,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         mse_clip: bool = False,
         grid: str = "symmetric",
         scale: str = "max",
+        bias_bits: int = 32,
+        stats_bits: int = 32,
         bias_correction: bool = False,
         fidelity_weight: float = 0.0,
         fallback: str = "max",
@@ -110,7 +113,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
                                        seed=int(recovery_seed))
         self.qat = QATConfig(epochs=qat_epochs, lr=qat_lr)
         self.greedy = greedy
-        self.quantizer = QuantizerConfig(per_channel=per_channel, mse_clip=mse_clip, grid=grid, scale=scale)
+        self.quantizer = QuantizerConfig(per_channel=per_channel, mse_clip=mse_clip, grid=grid, scale=scale,
+                                         bias_bits=int(bias_bits), stats_bits=int(stats_bits))
         self.bias_correction = bias_correction
         self.save_dir = save_dir
         self.results = Quantization()

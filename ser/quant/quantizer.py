@@ -19,10 +19,14 @@ Scales (``scale``):
 * ``mse_clip=true`` (legacy, kept to reproduce earlier numbers): the best of 36 clipping ratios
   0.3 … 1 of max|w| on the symmetric grid, no refinement.
 
-Biases are not quantized: they are under 1 % of the parameters, errors in them shift every
-output of a layer, and integer kernels keep them in 32 bits anyway. Sizes count them at 32
-bits, and count every scale at 32 bits too. ``bias_correction`` (in ``QuantizedWeights``)
-folds the mean output shift that quantization causes back into the bias:
+Biases stay float32 by default (``bias_bits=32``, the paper's): they are under 1 % of the
+parameters, but errors in them shift every output of a layer. ``bias_bits`` 2–8 stores a
+quantized layer's bias as codes with a power-of-two scale, and ``stats_bits=16`` stores the
+feature standardisation (mean and standard deviation) in 16 bits per value (``ser.dsp.storage``;
+``NARROW_STATISTICS``): a 1-bit MLP's file is then mostly weights. Every quantized model is scored with its biases and statistics as they will be stored;
+full precision keeps float32. Sizes count biases at ``bias_bits`` (plus a 32-bit scale) and
+every weight scale at 32 bits. ``bias_correction`` (in ``QuantizedWeights``) folds the mean
+output shift that quantization causes back into the bias before it is stored:
 b ← b + (W − W_q)·E[x], E[x] the layer's mean input on the training data.
 """
 
@@ -36,6 +40,7 @@ from torch import nn
 
 from ser.errors import SERError
 from ser.dsp import grid as grids
+from ser.dsp import storage
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -43,6 +48,7 @@ SCALES = ("max", "mse")
 _CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 _MSE_RATIOS = torch.linspace(0.05, 1.0, 40)
 _LLOYD_STEPS = 8
+_FOLDED = (nn.modules.batchnorm._BatchNorm,)  # running statistics a deployed model folds away
 
 
 @dataclass(frozen=True)
@@ -51,15 +57,22 @@ class QuantizerConfig:
     mse_clip: bool = False  # legacy clipping-ratio search (symmetric grid); overrides ``scale``
     grid: str = "symmetric"
     scale: str = "max"
+    bias_bits: int = storage.FLOAT_BITS  # a quantized layer's bias: codes at 2..8 bits, or float32
+    stats_bits: int = storage.FLOAT_BITS  # standardisation statistics of a quantized model: 16 or 32
 
     def __post_init__(self) -> None:
         if self.grid not in grids.GRIDS:
             raise SERError(f"quant.grid={self.grid!r} is not one of {', '.join(grids.GRIDS)}")
         if self.scale not in SCALES:
             raise SERError(f"quant.scale={self.scale!r} is not one of {', '.join(SCALES)}")
+        if self.bias_bits not in storage.BIAS_BITS:
+            raise SERError(f"quant.bias_bits={self.bias_bits} must be 2..8 (integer codes) or 32 (float32)")
+        if self.stats_bits not in storage.STATS_BITS:
+            raise SERError(f"quant.stats_bits={self.stats_bits} must be 16 (float16) or 32 (float32)")
 
     def as_dict(self) -> dict:
-        return {"per_channel": self.per_channel, "mse_clip": self.mse_clip, "grid": self.grid, "scale": self.scale}
+        return {"per_channel": self.per_channel, "mse_clip": self.mse_clip, "grid": self.grid, "scale": self.scale,
+                "bias_bits": self.bias_bits, "stats_bits": self.stats_bits}
 
 
 @dataclass(frozen=True)
@@ -160,6 +173,56 @@ def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = Q
     return QuantizedTensor(codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
 
 
+def store_bias(bias: torch.Tensor, config: QuantizerConfig) -> torch.Tensor:
+    """A quantized layer's bias as the file stores it (``config.bias_bits``), same dtype and device."""
+    if config.bias_bits == storage.FLOAT_BITS:
+        return bias
+    stored = storage.round_bias(bias.detach().cpu().double().numpy(), config.bias_bits)
+    return torch.from_numpy(stored).to(bias)
+
+
+def statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The float buffers a deployed model keeps outside its layers (feature standardisation, speaker
+    population statistics), by name: every floating buffer except batch norm's, which export folds away."""
+    folded = {id(b) for m in model.modules() if isinstance(m, _FOLDED) for b in m.buffers(recurse=False)}
+    return {name: b for name, b in model.named_buffers() if b.is_floating_point() and id(b) not in folded}
+
+
+# The statistics stored at ``stats_bits``: the standardisation the model applies in its forward
+# pass. A speaker-normalised model's population statistics stay float32: they shrink a new
+# speaker's estimate outside the model, as the datamodule did (in float32) for every scored split.
+NARROW_STATISTICS = {"feature_mean": "feature_std"}
+
+
+def _pairs(names) -> dict[str, str]:
+    """{mean buffer: std buffer} of the ``NARROW_STATISTICS`` the model has."""
+    return {mean: std for mean, std in NARROW_STATISTICS.items() if mean in names and std in names}
+
+
+def stored_statistics(model: nn.Module, config: QuantizerConfig) -> dict[str, torch.Tensor]:
+    """The model's ``statistics`` as the file of a quantized model stores them (``config.stats_bits``):
+    the standardisation's mean/std pair at 16 bits (``ser.dsp.storage``), any other buffer at 32."""
+    values = {name: b.detach() for name, b in statistics(model).items()}
+    if config.stats_bits == storage.FLOAT_BITS:
+        return values
+    out = dict(values)
+    for mean, std in _pairs(values).items():
+        try:
+            m, s = storage.round_statistics(values[mean].cpu().numpy(), values[std].cpu().numpy(), config.stats_bits)
+        except ValueError as exc:
+            raise SERError(f"quant.stats_bits={config.stats_bits}: {mean}/{std}: {exc}") from None
+        out[mean], out[std] = torch.from_numpy(m).to(values[mean]), torch.from_numpy(s).to(values[std])
+    return out
+
+
+def statistics_bytes(model: nn.Module, config: QuantizerConfig) -> int:
+    """Bytes the file spends on the model's ``statistics`` at ``config.stats_bits``."""
+    values = statistics(model)
+    paired = set(_pairs(values)) | set(_pairs(values).values())
+    narrow = config.stats_bits // 8
+    return sum(b.numel() * (narrow if name in paired else 4) for name, b in values.items())
+
+
 def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig()) -> tuple[torch.Tensor, torch.Tensor]:
     """The quantized weight (same shape) and its scales (one per group: α for symmetric 1 bit, the step otherwise)."""
     t = quantize_tensor(weight, bits, config)
@@ -183,7 +246,8 @@ def quantize_(
     """Quantize ``module``'s layers in place, each to its width in ``allocation`` ({layer name: bits},
     the per-layer configuration, as torchao's ``quantize_`` takes a config per module name);
     layers not named are left alone. ``scales`` keeps given scales per layer (recovery trains at
-    fixed scales). Returns each layer's codes, scales and dequantized weight."""
+    fixed scales). The named layers' biases and the module's statistics become what the file
+    stores (``bias_bits``, ``stats_bits``). Returns each layer's codes, scales and dequantized weight."""
     layers = quantizable_layers(module)
     unknown = sorted(set(allocation) - set(layers))
     if unknown:
@@ -193,7 +257,13 @@ def quantize_(
         for name, bits in allocation.items():
             tensor = quantize_tensor(layers[name].weight, bits, config, scales=(scales or {}).get(name))
             layers[name].weight.copy_(tensor.weight)
+            if getattr(layers[name], "bias", None) is not None:
+                layers[name].bias.copy_(store_bias(layers[name].bias, config))
             out[name] = tensor
+        if allocation:
+            stored = stored_statistics(module, config)
+            for name, buffer in statistics(module).items():
+                buffer.copy_(stored[name])
     return out
 
 
@@ -203,9 +273,13 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def stored_bits(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, config: QuantizerConfig) -> int:
-    """Bits needed to store one layer: weights at ``bits`` (32 = unquantized), bias and scales at 32."""
-    scales = (weight.shape[0] if config.per_channel else 1) if bits < 32 else 0
-    return weight.numel() * bits + 32 * ((bias.numel() if bias is not None else 0) + scales)
+    """Bits needed to store one layer: weights at ``bits`` (32 = unquantized) and their scales at 32; the
+    bias of a quantized layer at ``config.bias_bits`` (plus its 32-bit scale below 32), else at 32."""
+    if bits >= 32:
+        return (weight.numel() + (bias.numel() if bias is not None else 0)) * 32
+    scales = weight.shape[0] if config.per_channel else 1
+    bias_bits = 0 if bias is None else bias.numel() * config.bias_bits + (32 if config.bias_bits < 32 else 0)
+    return weight.numel() * bits + 32 * scales + bias_bits
 
 
 def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
@@ -224,19 +298,17 @@ def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfi
 
 
 # What an exported model file holds beyond the weights and buffers: its JSON header (feature
-# settings, class names, layer table) and checksum, measured at 1.5-1.8 KB for the models here.
-FILE_OVERHEAD_KB = 2.0
-_FOLDED = (nn.modules.batchnorm._BatchNorm,)  # running statistics a deployed model folds away
+# settings, class names, layer and section tables) and checksum, measured at 1.5-2.05 KB for the
+# models here (the paper's MLP with narrow biases and statistics: 2.03 KB).
+FILE_OVERHEAD_KB = 2.1
 
 
 def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
-    """What a deployed model file needs, in KB: ``model_size_kb`` plus the float32 buffers the
-    model computes with outside its layers (feature standardisation, speaker population
-    statistics) plus ``FILE_OVERHEAD_KB``. Size budgets (``quant.target_kb``) are held to this,
-    because edge users budget the file, not the weights."""
-    folded = {id(b) for m in model.modules() if isinstance(m, _FOLDED) for b in m.buffers(recurse=False)}
-    buffers = sum(b.numel() for b in model.buffers() if b.is_floating_point() and id(b) not in folded)
-    return model_size_kb(model, bits, config) + 4 * buffers / 1000 + FILE_OVERHEAD_KB
+    """What a deployed model file needs, in KB: ``model_size_kb`` plus the buffers the model
+    computes with outside its layers (``statistics``: feature standardisation, speaker population)
+    at ``config.stats_bits`` (``statistics_bytes``) plus ``FILE_OVERHEAD_KB``. Size budgets (``quant.target_kb``) are
+    held to this, because edge users budget the file, not the weights."""
+    return model_size_kb(model, bits, config) + statistics_bytes(model, config) / 1000 + FILE_OVERHEAD_KB
 
 
 def average_bits(model: nn.Module, bits: dict[str, int]) -> float:
@@ -306,6 +378,8 @@ class QuantizedWeights:
         self.original_bias = {name: layer.bias.detach().clone() for name, layer in self.layers.items()
                               if getattr(layer, "bias", None) is not None}
         self.input_means = input_means or {}
+        self.original_statistics = {name: b.detach().clone() for name, b in statistics(model).items()}
+        self.stored_statistics = {name: b.clone() for name, b in stored_statistics(model, config).items()}
         self._cache: dict[tuple[str, int], QuantizedTensor] = {}
 
     def tensor(self, name: str, bits: int) -> QuantizedTensor:
@@ -319,22 +393,33 @@ class QuantizedWeights:
         return t.weight, t.scales
 
     def bias(self, name: str, bits: int | None) -> torch.Tensor | None:
-        """The layer's bias at ``bits``: corrected for the quantization's mean shift when input means are known."""
+        """The layer's bias at ``bits``: corrected for the quantization's mean shift when input means are
+        known, and as the file stores it (``bias_bits``)."""
         if name not in self.original_bias:
             return None
         b = self.original_bias[name]
-        if bits is None or bits >= 32 or name not in self.input_means:
+        if bits is None or bits >= 32:
             return b
-        return b + output_shift(self.original[name] - self.tensor(name, bits).weight, self.input_means[name])
+        if name in self.input_means:
+            b = b + output_shift(self.original[name] - self.tensor(name, bits).weight, self.input_means[name])
+        return store_bias(b, self.config)
 
     @torch.no_grad()
     def apply(self, bits: dict[str, int]) -> None:
-        """Set each layer to its bit-width in ``bits``; layers not named go back to full precision."""
+        """Set each layer to its bit-width in ``bits``; layers not named go back to full precision. A model
+        with any quantized layer holds its statistics as stored (``stats_bits``), full precision the originals."""
         for name, layer in self.layers.items():
             b = bits.get(name)
             layer.weight.copy_(self.original[name] if b is None or b >= 32 else self.tensor(name, b).weight)
             if name in self.original_bias:
                 layer.bias.copy_(self.bias(name, b))
+        self.hold_statistics(stored=any(b is not None and b < 32 for name, b in bits.items() if name in self.layers))
+
+    @torch.no_grad()
+    def hold_statistics(self, stored: bool) -> None:
+        """Put the statistics as the file stores them (``stored``) or the originals into the model."""
+        for name, buffer in statistics(self.model).items():
+            buffer.copy_(self.stored_statistics[name] if stored else self.original_statistics[name])
 
     def restore(self) -> None:
         self.apply({})

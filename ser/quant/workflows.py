@@ -228,10 +228,22 @@ def _budget_search(session: Session, config: LAQConfig, importance, scorer: Scor
                  steps[-1].bits, steps[-1].quality, len(steps) - 1)
     if not met:
         log.warning("LAQ: the size budget (target_kb=%s, target_bits=%s) cannot be met with %s-bit layers; "
-                    "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits", config.target_kb,
-                    config.target_bits, min(bit_range), file_kb, quantizer.average_bits(module, search.bits))
+                    "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits%s", config.target_kb,
+                    config.target_bits, min(bit_range), file_kb, quantizer.average_bits(module, search.bits),
+                    _narrower(session, search.bits, config))
     return search, Budget(target_kb=config.target_kb, target_bits=config.target_bits, met=met, t_margin=search.t_margin,
                           file_kb=file_kb, refinement=steps or None)
+
+
+def _narrower(session: Session, allocation: dict[str, int], config: LAQConfig) -> str:
+    """The way out of a missed file budget when biases or statistics are stored at 32 bits."""
+    if config.target_kb is None or (session.quantizer.bias_bits < 32 and session.quantizer.stats_bits < 32):
+        return ""
+    narrow = replace(session.quantizer, bias_bits=min(8, session.quantizer.bias_bits),
+                     stats_bits=min(16, session.quantizer.stats_bits))
+    kb = quantizer.file_size_kb(session.module, allocation, narrow)
+    return (f" (with quant.bias_bits={narrow.bias_bits} quant.stats_bits={narrow.stats_bits} it would be about "
+            f"{kb:.1f} KB)")
 
 
 def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:
@@ -298,6 +310,17 @@ class _FixedScaleSTE(nn.Module):
         return quantizer.fake_quantize(weight, self.bits, self.grid, self.scales, self.per_channel)
 
 
+class _StoredBiasSTE(nn.Module):
+    """Recovery: the bias as the file stores it (``bias_bits``), straight-through gradient."""
+
+    def __init__(self, config: QuantizerConfig):
+        super().__init__()
+        self.config = config
+
+    def forward(self, bias: torch.Tensor) -> torch.Tensor:
+        return bias + (quantizer.store_bias(bias, self.config) - bias).detach()
+
+
 def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Mean KL(teacher ‖ student) of softened class distributions."""
     return F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(teacher / temperature, 1),
@@ -306,7 +329,9 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) 
 
 def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:
     """QAT at the chosen bits and scales on the training split, distilled from the full-precision model;
-    the epoch (0 = none) with the lowest validation KL to full precision is kept.
+    the epoch (0 = none) with the lowest validation KL to full precision is kept. The model trains as
+    it will be stored: weights on their grid, biases at ``bias_bits`` (both straight-through) and
+    statistics at ``stats_bits``.
 
     The recovered model IS the LAQ model: the returned row scores it (the search's numbers move to
     ``before_recovery``, its predictions to ``laq_before_recovery``), the module holds it (dequantized
@@ -320,14 +345,18 @@ def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, 
     tensors = {name: session.weights.tensor(name, bits) for name, bits in allocation.items()}
     session.weights.restore()
     teacher_val, teacher_train = logits(module, val), logits(module, train)  # the full-precision model
-    with torch.no_grad():  # start: full-precision latent weights, bias-corrected biases
+    with torch.no_grad():  # start: full-precision latent weights, bias-corrected biases, statistics as stored
         for name, bits in allocation.items():
             if getattr(layers[name], "bias", None) is not None:
                 layers[name].bias.copy_(session.weights.bias(name, bits))
+    session.weights.hold_statistics(stored=True)
+    stored_bias = session.quantizer.bias_bits < 32
     for name, bits in allocation.items():
         t = tensors[name]
         parametrize.register_parametrization(layers[name], "weight",
                                              _FixedScaleSTE(bits, t.grid, t.scales, session.quantizer.per_channel))
+        if stored_bias and getattr(layers[name], "bias", None) is not None:
+            parametrize.register_parametrization(layers[name], "bias", _StoredBiasSTE(session.quantizer))
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     T, d = config.temperature, config.distill
@@ -359,9 +388,11 @@ def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, 
             if kl < best_kl - 1e-9:
                 best_epoch, best_kl, best_state = epoch, kl, copy.deepcopy(module.state_dict())
         module.load_state_dict(best_state)
-    finally:  # bake the quantized weights in, so the model is plain again
+    finally:  # bake the quantized weights (and stored biases, below) in, so the model is plain again
         for name in allocation:
-            parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=False)
+            for tensor in ("weight", "bias"):
+                if parametrize.is_parametrized(layers[name], tensor):
+                    parametrize.remove_parametrizations(layers[name], tensor, leave_parametrized=False)
     module.eval()
     shipped = quantizer.quantize_(module, allocation, session.quantizer, {name: t.scales for name, t in tensors.items()})
     recovery = Recovery(epochs=config.epochs, chosen_epoch=best_epoch, lr=config.lr, distill=d, temperature=T,

@@ -84,7 +84,12 @@ def render_run(results: RunResults) -> str:
                 f"| {l.name} | {l.params:,} | {l.n_p:.4f} | {l.n_e:.4f} | {l.n_v:.4f} "
                 f"| {l.importance:.4f} | {l.rank} | {l.margin:.3f} | {tried} | {l.bits}{flag} |"
             )
-    lines += ["", "Sizes count weights at their bit-width and biases and scales at 32 bits; KB = 1000 bytes."]
+    quantizer = results.laq.quantizer if results.laq else None
+    if quantizer is None or quantizer.bias_bits == 32:
+        lines += ["", "Sizes count weights at their bit-width and biases and scales at 32 bits; KB = 1000 bytes."]
+    else:
+        lines += ["", f"Sizes count weights at their bit-width, quantized layers' biases at {quantizer.bias_bits} bits "
+                      "(plus a scale) and scales at 32 bits; KB = 1000 bytes."]
     return "\n".join(lines) + "\n"
 
 

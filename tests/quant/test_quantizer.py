@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -178,3 +179,67 @@ def test_quantize_names_a_layer_the_model_does_not_have():
 
     with pytest.raises(SERError, match="no quantizable layer named 9"):
         quantize_(nn.Sequential(nn.Linear(2, 2)), {"9": 4})
+
+
+# -- narrow biases and statistics (ser.dsp.storage) ----------------------------------------------------------------
+
+NARROW = QuantizerConfig(grid="full", scale="mse", bias_bits=8, stats_bits=16)
+
+
+def _standardised_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    net.register_buffer("feature_mean", torch.tensor([0.1234567, -3.3, 250.01, 1e-5, 7.0, 0.0]))
+    net.register_buffer("feature_std", torch.tensor([1.0001, 2.2, 30.3, 3e-6, 0.5, 1.0]))
+    return net
+
+
+def test_sizes_count_a_quantized_layers_bias_at_bias_bits_plus_its_scale_and_statistics_at_stats_bits():
+    from ser.quant.quantizer import FILE_OVERHEAD_KB, file_size_kb, model_size_kb, stored_bits
+
+    net = _standardised_net()
+    assert stored_bits(net[0].weight, net[0].bias, 2, NARROW) == 30 * 2 + 32 + 5 * 8 + 32
+    assert stored_bits(net[0].weight, net[0].bias, 32, NARROW) == 35 * 32  # full precision stays float32
+    bits = {"0": 2, "2": 1}
+    assert model_size_kb(net, bits, NARROW) == pytest.approx((60 + 32 + 72 + 15 + 32 + 56) / 8000)
+    assert file_size_kb(net, bits, NARROW) == pytest.approx(model_size_kb(net, bits, NARROW) + 12 * 2 / 1000 + FILE_OVERHEAD_KB)
+    net.register_buffer("unpaired", torch.ones(3))  # not a mean/std pair: float32
+    assert file_size_kb(net, bits, NARROW) == pytest.approx(model_size_kb(net, bits, NARROW) + (24 + 12) / 1000 + FILE_OVERHEAD_KB)
+
+
+def test_a_quantized_allocation_holds_stored_biases_and_statistics_and_full_precision_the_originals():
+    from ser.dsp import storage
+
+    net = _standardised_net()
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    swap = QuantizedWeights(net, NARROW)
+    swap.apply({"0": 3})
+    np.testing.assert_array_equal(net[0].bias.detach().numpy(), storage.round_bias(before["0.bias"].numpy(), 8))
+    assert torch.equal(net[2].bias, before["2.bias"]), "a layer left at full precision keeps its float32 bias"
+    stored = storage.round_statistics(before["feature_mean"].numpy(), before["feature_std"].numpy(), 16)
+    for name, values in zip(("feature_mean", "feature_std"), stored):
+        np.testing.assert_array_equal(getattr(net, name).numpy(), values)
+        assert not torch.equal(getattr(net, name), before[name])
+    swap.restore()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
+
+
+def test_quantize_stores_the_named_layers_biases_and_the_statistics():
+    from ser.dsp import storage
+    from ser.quant.quantizer import quantize_
+
+    net = _standardised_net()
+    before = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    quantize_(net, {"2": 2}, NARROW)
+    np.testing.assert_array_equal(net[2].bias.detach().numpy(), storage.round_bias(before["2.bias"].numpy(), 8))
+    assert torch.equal(net[0].bias, before["0.bias"])
+    _, std = storage.round_statistics(before["feature_mean"].numpy(), before["feature_std"].numpy(), 16)
+    np.testing.assert_array_equal(net.feature_std.numpy(), std)
+
+
+@pytest.mark.parametrize("field, value", [("bias_bits", 1), ("bias_bits", 16), ("stats_bits", 8)])
+def test_storage_widths_a_file_cannot_hold_are_refused_naming_the_option(field, value):
+    from ser.errors import SERError
+
+    with pytest.raises(SERError, match=f"quant.{field}={value}"):
+        QuantizerConfig(**{field: value})

@@ -61,6 +61,18 @@ def test_a_size_budget_records_what_it_came_to():
     assert found.budget.file_kb > found.scores.size_kb, "the file adds standardisation and a header"
 
 
+def test_a_missed_file_budget_says_what_narrow_biases_and_statistics_would_come_to(caplog):
+    session = _session()
+    smallest = workflows.quantizer.file_size_kb(session.module, dict.fromkeys(LAYERS, 1), session.quantizer)
+    with caplog.at_level("WARNING"):
+        found, _ = workflows.laq(session, LAQConfig(fidelity_weight=0.5, fallback="best", target_kb=smallest / 2))
+    assert not found.budget.met and found.bits == dict.fromkeys(LAYERS, 1)
+    narrow = QuantizerConfig(bias_bits=8, stats_bits=16)
+    expected = workflows.quantizer.file_size_kb(session.module, found.bits, narrow)
+    assert expected < smallest
+    assert f"with quant.bias_bits=8 quant.stats_bits=16 it would be about {expected:.1f} KB" in caplog.text
+
+
 def test_a_refined_budget_records_its_path_and_ships_its_last_allocation():
     session = _session()
     config = LAQConfig(fidelity_weight=0.5, fallback="best", target_bits=2.0, budget_refine=True)
@@ -82,6 +94,23 @@ def test_recovery_without_epochs_ships_the_searched_model_and_keeps_its_numbers_
     assert recovered.before_recovery == found.scores and recovered.scores == found.scores
     assert session.predictions["laq_before_recovery"] == searched == session.predictions["laq"]
     assert {name: t.bits for name, t in shipped.items()} == found.bits
+
+
+def test_recovery_with_narrow_storage_starts_from_the_searched_model_and_ships_stored_biases():
+    import numpy as np
+
+    from ser.dsp import storage
+    from ser.quant.quantizer import quantizable_layers
+
+    session = _session(needs_train=True, grid="full", scale="mse", bias_bits=4)
+    found, _ = workflows.laq(session, LAQConfig(search=SearchConfig(t_margin=3.0)))
+    recovered, _ = workflows.recover(session, found, RecoveryConfig(epochs=3, lr=1e-2))
+    assert recovered.recovery.curve[0].val_acc == found.scores.val_acc, "epoch 0 is the searched model as stored"
+    layers = quantizable_layers(session.module)
+    for name in found.bits:
+        bias = layers[name].bias.detach().numpy()
+        assert np.array_equal(storage.round_bias(bias, 4), bias)
+        assert not hasattr(layers[name], "parametrizations"), "the model is plain again"
 
 
 def test_greedy_with_an_unbounded_margin_reaches_the_minimum_width_everywhere():

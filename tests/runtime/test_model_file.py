@@ -139,7 +139,51 @@ def test_a_newer_format_version_is_refused(tmp_path):
     path = tmp_path / "m.serq"
     model_file.write(path, {"classes": ["a"]}, [])
     body = bytearray(path.read_bytes()[:-32])
-    body[4:6] = (5).to_bytes(2, "little")
+    body[4:6] = (6).to_bytes(2, "little")
     path.write_bytes(bytes(body) + hashlib.sha256(bytes(body)).digest())
-    with pytest.raises(ModelFileError, match="format version 5, this runtime reads versions 1, 2, 3, 4"):
+    with pytest.raises(ModelFileError, match="format version 6, this runtime reads versions 1, 2, 3, 4, 5"):
         model_file.read(path)
+
+
+def test_narrow_float_sections_decode_to_float32_and_make_the_file_version_5(tmp_path):
+    """16-bit statistics and biases stored as power-of-two codes: a runtime before them must refuse the file."""
+    from ser.dsp import storage
+
+    mean = np.array([-248.96, 0.333, 1.2e-9], dtype=np.float32)
+    std = np.array([50.1, 2.0, 3e-9], dtype=np.float32)
+    bias = np.array([0.5, -0.25, 0.01], dtype=np.float32)
+    codes, scale = storage.encode_bias(bias, 8)
+    ratio, std_bits = storage.encode_statistics(mean, std)
+    path = tmp_path / "narrow.serq"
+    model_file.write(path, {"classes": ["a"]}, [Section("feature_mean", ratio, dtype="f2", unit="feature_std"),
+                                                Section("feature_std", std_bits, dtype="bf16"),
+                                                Section("net.0.bias", codes, 8, scale=scale)])
+    header, arrays = model_file.read(path)
+    assert path.read_bytes()[4:6] == (5).to_bytes(2, "little")
+    assert [s["nbytes"] for s in header["sections"]] == [6, 6, 3]
+    assert all(arrays[name].dtype == np.float32 for name in arrays)
+    stored_mean, stored_std = storage.round_statistics(mean, std, 16)
+    np.testing.assert_array_equal(arrays["feature_mean"], stored_mean)
+    np.testing.assert_array_equal(arrays["feature_std"], stored_std)
+    np.testing.assert_array_equal(arrays["net.0.bias"], storage.round_bias(bias, 8))
+
+
+def test_a_mean_in_units_of_a_missing_section_is_refused(tmp_path):
+    path = tmp_path / "m.serq"
+    model_file.write(path, {"classes": ["a"]}, [Section("feature_mean", np.zeros(3, np.float16), dtype="f2", unit="std")])
+    with pytest.raises(ModelFileError, match="in units of 'std', which it lacks"):
+        model_file.read(path)
+
+
+def test_a_file_without_narrow_sections_keeps_its_older_version(tmp_path):
+    model_file.write(tmp_path / "m.serq", {"classes": ["a"]}, [Section("feature_mean", np.zeros(3, np.float32))])
+    assert (tmp_path / "m.serq").read_bytes()[4:6] == (1).to_bytes(2, "little")
+
+
+def test_a_scale_without_codes_or_float16_codes_are_refused_when_written():
+    with pytest.raises(ValueError, match="a scale needs codes"):
+        Section("b", np.zeros(2, np.float32), scale=0.5)
+    with pytest.raises(ValueError, match="dtype 'f2'"):
+        Section("b", np.zeros(2, np.uint8), 4, dtype="f2")
+    with pytest.raises(ValueError, match="only float16 values are stored in units"):
+        Section("b", np.zeros(2, np.uint16), dtype="bf16", unit="std")
