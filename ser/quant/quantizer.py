@@ -381,6 +381,7 @@ class QuantizedWeights:
         self.original_statistics = {name: b.detach().clone() for name, b in statistics(model).items()}
         self.stored_statistics = {name: b.clone() for name, b in stored_statistics(model, config).items()}
         self._cache: dict[tuple[str, int], QuantizedTensor] = {}
+        self._biases: dict[tuple[str, int], torch.Tensor] = {}  # (layer, bits) -> the bias as stored
 
     def tensor(self, name: str, bits: int) -> QuantizedTensor:
         key = (name, bits)
@@ -400,9 +401,12 @@ class QuantizedWeights:
         b = self.original_bias[name]
         if bits is None or bits >= 32:
             return b
-        if name in self.input_means:
-            b = b + output_shift(self.original[name] - self.tensor(name, bits).weight, self.input_means[name])
-        return store_bias(b, self.config)
+        key = (name, bits)
+        if key not in self._biases:
+            if name in self.input_means:
+                b = b + output_shift(self.original[name] - self.tensor(name, bits).weight, self.input_means[name])
+            self._biases[key] = store_bias(b, self.config)
+        return self._biases[key]
 
     @torch.no_grad()
     def apply(self, bits: dict[str, int]) -> None:
