@@ -154,3 +154,11 @@ def test_debug_configs_make_a_quick_run(compose_cfg):
 def test_every_callback_has_its_own_file_and_can_be_dropped(compose_cfg):
     assert set(compose_cfg().callbacks) == {"model_checkpoint", "early_stopping", "rich_progress_bar"}
     assert compose_cfg("callbacks.early_stopping=null").callbacks.early_stopping is None
+
+
+def test_narrow_biases_and_statistics_are_the_default_and_the_papers_procedure_stores_float32(compose_cfg):
+    for quant in ("laq", "laq_30kb", "fixed"):
+        cfg = compose_cfg(f"quant={quant}").quant
+        assert (cfg.bias_bits, cfg.stats_bits) == (8, 16), quant
+    paper = compose_cfg("quant=laq_paper").quant
+    assert (paper.bias_bits, paper.stats_bits, paper.grid, paper.scale) == (32, 32, "symmetric", "max")
