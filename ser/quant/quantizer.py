@@ -41,6 +41,7 @@ from torch import nn
 from ser.errors import SERError
 from ser.dsp import grid as grids
 from ser.dsp import storage
+from ser.quant.evaluation import batch_rows
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -328,7 +329,7 @@ def average_bits(model: nn.Module, bits: dict[str, int]) -> float:
 
 
 @torch.no_grad()
-def mean_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+def mean_inputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each Linear/Conv layer's mean input on ``inputs`` (full precision, eval mode): per feature or channel."""
     layers = quantizable_layers(model)
     sums: dict[str, torch.Tensor] = {}
@@ -346,8 +347,9 @@ def mean_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) 
     was_training = model.training
     model.eval()
     try:
-        for i in range(0, len(inputs), batch_size):
-            model(inputs[i : i + batch_size])
+        rows = batch_rows(inputs)
+        for i in range(0, len(inputs), rows):
+            model(inputs[i : i + rows])
     finally:
         for h in handles:
             h.remove()
