@@ -60,7 +60,8 @@ def speaker_laq_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
 def global_model(speaker_run, tmp_path_factory) -> Path:
     """The same network written as a globally normalised model (no normalisation entry, no population)."""
     header, arrays = model_file.read(speaker_run.model)
-    bits = {entry["name"]: entry.get("bits") for entry in header.pop("sections")}
+    # Weight codes stay packed; every float section (narrow ones arrive decoded) is written as float32.
+    bits = {entry["name"]: None if "scale" in entry else entry.get("bits") for entry in header.pop("sections")}
     del header["normalize"]
     path = tmp_path_factory.mktemp("global_model") / "global.serq"
     model_file.write(path, header, [Section(name, arrays[name], bits[name]) for name in bits
