@@ -641,6 +641,9 @@ def test_a_fixed_bits_export_of_a_narrow_run_stores_what_the_fixed_row_measured(
     row = next(r for r in results["fixed"] if r["bits"] == 2)
     assert float(np.mean(ours.argmax(axis=1) == labels)) == pytest.approx(row["test_acc"], abs=1e-6)
     assert results["test_predictions"]["models"]["fixed/2"] == ours.argmax(axis=1).tolist()
+    _, arrays = model_file.read(tmp_path / "m.serq")  # the biases every output (file, ONNX) computes with
+    for name, layer in ExportSource.load(run_dir, bits=2).layers.items():
+        np.testing.assert_array_equal(arrays[f"{name}.bias"], layer.bias)
 
 
 @pytest.mark.parametrize("damage", ["statistics", "bias"])
