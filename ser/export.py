@@ -40,7 +40,7 @@ from ser.models.mlp import MLP
 from ser.dsp import grid as grids
 from ser.dsp import storage
 from ser.dsp.feature_config import FeatureConfig
-from ser.quant.quantizer import NARROW_STATISTICS, QuantizerConfig, quantizable_layers, quantize_tensor
+from ser.quant.quantizer import NARROW_STATISTICS, QuantizerConfig, quantizable_layers, quantize_tensor, store_statistics
 from ser.results import FILENAME, RunResults
 from ser.runtime import model_file
 from ser.runtime.model_file import Section
@@ -400,20 +400,15 @@ def _stored_statistics(state: dict[str, torch.Tensor], config: QuantizerConfig, 
     """``state`` with its statistics as the file stores them (``stats_bits``): the rounding the fixed-width
     rows measured, for a ``--bits`` export of the checkpoint; a LAQ artifact's (``stored``) must be so
     already, as the quantizer scored them."""
-    if config.stats_bits == storage.FLOAT_BITS:
-        return state
-    state = dict(state)
-    for mean, std in NARROW_STATISTICS.items():
-        if mean in state:
-            try:
-                m, s = storage.round_statistics(state[mean].float().numpy(), state[std].float().numpy(), config.stats_bits)
-            except ValueError as exc:
-                raise SERError(f"{run_dir}: {mean}/{std}: {exc}") from None
-            if stored and not (np.array_equal(m, state[mean].numpy()) and np.array_equal(s, state[std].numpy())):
-                raise SERError(f"{run_dir / ARTIFACT}: its {mean}/{std} are not stored at {config.stats_bits} bits as "
-                               "its quantizer says; train the run again")
-            state[mean], state[std] = torch.from_numpy(m), torch.from_numpy(s)
-    return state
+    try:
+        out = store_statistics(state, config)
+    except SERError as exc:
+        raise SERError(f"{run_dir}: {exc}") from None
+    changed = [k for k in out if out[k] is not state[k] and not torch.equal(out[k], state[k])]
+    if stored and changed:
+        raise SERError(f"{run_dir / ARTIFACT}: its {'/'.join(changed)} are not stored at {config.stats_bits} bits as "
+                       "its quantizer says; train the run again")
+    return out
 
 
 def _quantize(name: str, state: dict[str, torch.Tensor], bits: int, config: QuantizerConfig) -> ExportLayer:

@@ -200,13 +200,13 @@ def _pairs(names) -> dict[str, str]:
     return {mean: std for mean, std in NARROW_STATISTICS.items() if mean in names and std in names}
 
 
-def stored_statistics(model: nn.Module, config: QuantizerConfig) -> dict[str, torch.Tensor]:
-    """The model's ``statistics`` as the file of a quantized model stores them (``config.stats_bits``):
-    the standardisation's mean/std pair at 16 bits (``ser.dsp.storage``), any other buffer at 32."""
-    values = {name: b.detach() for name, b in statistics(model).items()}
-    if config.stats_bits == storage.FLOAT_BITS:
-        return values
+def store_statistics(values: Mapping[str, torch.Tensor], config: QuantizerConfig) -> dict[str, torch.Tensor]:
+    """``values`` (tensors by name: a model's ``statistics``, or a whole state dict) with the
+    standardisation's mean/std pair as the file of a quantized model stores it (``config.stats_bits``,
+    ``ser.dsp.storage``); every other entry is passed through as it is."""
     out = dict(values)
+    if config.stats_bits == storage.FLOAT_BITS:
+        return out
     for mean, std in _pairs(values).items():
         try:
             m, s = storage.round_statistics(values[mean].cpu().numpy(), values[std].cpu().numpy(), config.stats_bits)
@@ -216,10 +216,16 @@ def stored_statistics(model: nn.Module, config: QuantizerConfig) -> dict[str, to
     return out
 
 
+def stored_statistics(model: nn.Module, config: QuantizerConfig) -> dict[str, torch.Tensor]:
+    """The model's ``statistics`` as the file of a quantized model stores them: the standardisation
+    at ``config.stats_bits``, any other buffer at 32."""
+    return store_statistics({name: b.detach() for name, b in statistics(model).items()}, config)
+
+
 def statistics_bytes(model: nn.Module, config: QuantizerConfig) -> int:
     """Bytes the file spends on the model's ``statistics`` at ``config.stats_bits``."""
     values = statistics(model)
-    paired = set(_pairs(values)) | set(_pairs(values).values())
+    paired = {name for pair in _pairs(values).items() for name in pair}
     narrow = config.stats_bits // 8
     return sum(b.numel() * (narrow if name in paired else 4) for name, b in values.items())
 
@@ -380,7 +386,8 @@ class QuantizedWeights:
         self.original_bias = {name: layer.bias.detach().clone() for name, layer in self.layers.items()
                               if getattr(layer, "bias", None) is not None}
         self.input_means = input_means or {}
-        self.original_statistics = {name: b.detach().clone() for name, b in statistics(model).items()}
+        self.statistics = statistics(model)  # the buffers themselves: found once, not on every apply
+        self.original_statistics = {name: b.detach().clone() for name, b in self.statistics.items()}
         self.stored_statistics = {name: b.clone() for name, b in stored_statistics(model, config).items()}
         self._cache: dict[tuple[str, int], QuantizedTensor] = {}
         self._biases: dict[tuple[str, int], torch.Tensor] = {}  # (layer, bits) -> the bias as stored
@@ -424,7 +431,7 @@ class QuantizedWeights:
     @torch.no_grad()
     def hold_statistics(self, stored: bool) -> None:
         """Put the statistics as the file stores them (``stored``) or the originals into the model."""
-        for name, buffer in statistics(self.model).items():
+        for name, buffer in self.statistics.items():
             buffer.copy_(self.stored_statistics[name] if stored else self.original_statistics[name])
 
     def restore(self) -> None:
