@@ -23,10 +23,11 @@ Biases stay float32 by default (``bias_bits=32``, the paper's): they are under 1
 parameters, but errors in them shift every output of a layer. ``bias_bits`` 2–8 stores a
 quantized layer's bias as codes with a power-of-two scale, and ``stats_bits=16`` stores the
 feature standardisation (mean and standard deviation) in 16 bits per value (``ser.dsp.storage``;
-``NARROW_STATISTICS``): a 1-bit MLP's file is then mostly weights. Every quantized model is scored with its biases and statistics as they will be stored;
-full precision keeps float32. Sizes count biases at ``bias_bits`` (plus a 32-bit scale) and
-every weight scale at 32 bits. ``bias_correction`` (in ``QuantizedWeights``) folds the mean
-output shift that quantization causes back into the bias before it is stored:
+``NARROW_STATISTICS``): a 1-bit MLP's file is then mostly weights. Every quantized model is
+scored with its biases and statistics as they will be stored; full precision keeps float32.
+Sizes count biases at ``bias_bits`` (plus a 32-bit scale) and every weight scale at 32 bits.
+``bias_correction`` (in ``QuantizedWeights``) folds the mean output shift that quantization
+causes back into the bias before it is stored:
 b ← b + (W − W_q)·E[x], E[x] the layer's mean input on the training data.
 """
 
@@ -313,8 +314,8 @@ FILE_OVERHEAD_KB = 2.1
 def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
     """What a deployed model file needs, in KB: ``model_size_kb`` plus the buffers the model
     computes with outside its layers (``statistics``: feature standardisation, speaker population)
-    at ``config.stats_bits`` (``statistics_bytes``) plus ``FILE_OVERHEAD_KB``. Size budgets (``quant.target_kb``) are
-    held to this, because edge users budget the file, not the weights."""
+    at ``config.stats_bits`` (``statistics_bytes``) plus ``FILE_OVERHEAD_KB``. Size budgets
+    (``quant.target_kb``) are held to this, because edge users budget the file, not the weights."""
     return model_size_kb(model, bits, config) + statistics_bytes(model, config) / 1000 + FILE_OVERHEAD_KB
 
 

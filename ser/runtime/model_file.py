@@ -14,8 +14,9 @@ continuous bit stream. Float sections may be stored narrower (``ser.dsp.storage`
 entry with ``"dtype": "bf16"`` holds bfloat16 values (standard deviations), one with ``"dtype":
 "f2"`` float16 values, which with ``"unit": <section>`` are in units of that section's values
 (a mean in standard deviations), and one with ``bits`` and a ``scale`` a bias as codes on the
-symmetric grid times that power-of-two scale; all decode to float32. The SHA-256 of everything before it is checked on load, so a truncated
-or corrupted file is refused instead of silently mispredicting.
+symmetric grid times that power-of-two scale; all decode to float32. The SHA-256 of everything
+before it is checked on load, so a truncated or corrupted file is refused instead of silently
+mispredicting.
 
 Each layer names its quantization ``grid`` (``ser.dsp.grid``: ``symmetric``, the paper's, or
 ``full``); a layer without one is ``symmetric``, as every file from before grids were recorded.
