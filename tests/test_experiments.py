@@ -77,9 +77,10 @@ def test_transfer_is_off_by_default(compose_cfg):
     assert compose_cfg().get("transfer") is None
 
 
-def test_loso_sweeps_speaker_folds(compose_cfg):
-    cfg = compose_cfg("experiment=loso", "data=emodb")
-    assert cfg.data.split.kind == "loso" and cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
+@pytest.mark.parametrize(("data", "folds"), [("emodb", 10), ("ravdess", 24), ("savee", 4), ("synthetic", 8)])
+def test_loso_sweeps_one_fold_per_speaker_of_the_corpus(compose_cfg, data, folds):
+    cfg = compose_cfg("experiment=loso", f"data={data}")
+    assert cfg.data.split.kind == "loso" and cfg.hydra.sweeper.params == {"data.split.fold": f"range({folds})"}
 
 
 def test_optuna_tunes_lr_dropout_depth_and_margin_at_a_bit_budget(compose_cfg):
@@ -104,6 +105,7 @@ def test_kfold_sweeps_ten_stratified_folds(compose_cfg):
     cfg = compose_cfg("experiment=kfold", "data=emodb", "data.root=/x")
     assert cfg.data.split.kind == "kfold" and cfg.data.split.folds == 10
     assert cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
+    assert compose_cfg("experiment=kfold", "data.split.folds=5").hydra.sweeper.params == {"data.split.fold": "range(5)"}
 
 
 def test_cross_corpus_tests_on_another_corpus_over_five_seeds(compose_cfg):

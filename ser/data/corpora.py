@@ -1,8 +1,8 @@
 """Lists a corpus' utterances, reading labels and speakers from file names only.
 
 Every corpus spells emotions its own way (German initials in EMODB, letter prefixes in
-SAVEE, English words in mixed case in TESS), so all of them are mapped onto one canonical
-English vocabulary; that lets a model trained on one corpus be scored on another. Nothing
+SAVEE, English words in mixed case in TESS, numeric codes in RAVDESS), so all of them are
+mapped onto one canonical English vocabulary; that lets a model trained on one corpus be scored on another. Nothing
 here decodes audio: listing a corpus must stay cheap and must not fail on a broken clip,
 which ``ser.dsp.audio`` reports later with its own message.
 """
@@ -10,6 +10,7 @@ which ``ser.dsp.audio`` reports later with its own message.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -17,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ser.data.problems import Problems
+from ser.dsp.audio import AUDIO_SUFFIXES
 from ser.errors import DataError
+
+log = logging.getLogger(__name__)
 
 CANONICAL_LABELS: tuple[str, ...] = (
     "anger",
     "boredom",
+    "calm",
     "disgust",
     "fear",
     "happiness",
@@ -81,6 +86,24 @@ _TESS_CONVENTION = (
     "e.g. OAF_angry/OAF_back_angry.wav"
 )
 
+# RAVDESS names every file <modality>-<vocal channel>-<emotion>-<intensity>-<statement>-<repetition>-<actor>;
+# modality 03 is audio-only and vocal channel 01 speech (02, song, is another task with six emotions).
+_RAVDESS_EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happiness",
+    "04": "sadness",
+    "05": "anger",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
+_RAVDESS_NAME = re.compile(r"(?P<modality>0[1-3])-(?P<channel>0[12])-(?P<emotion>0[1-8])-0[12]-0[12]-0[12]-(?P<actor>\d{2})")
+_RAVDESS_CONVENTION = (
+    "Actor_<nn>/<modality>-<channel>-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav (or .flac), "
+    "e.g. Actor_01/03-01-05-01-01-01-01.wav"
+)
+
 _MANIFEST_COLUMNS = ("path", "label")
 
 
@@ -120,21 +143,24 @@ def _not_found(corpus: Corpus, source: Path | None) -> DataError:
     return DataError(f"{corpus.name.upper()} {where}: {corpus.download_hint}; expected layout {corpus.layout_hint}")
 
 
-def _wav_files(root: Path, corpus: Corpus) -> list[Path]:
-    """Every ``.wav`` below ``root``, however deep an archive nested it.
+def _audio_files(root: Path, corpus: Corpus) -> list[Path]:
+    """Every audio file (``AUDIO_SUFFIXES``) below ``root``, however deep an archive nested it.
 
-    Dot files are left out: unpacking a macOS zip leaves ``._03a01Fa.wav`` resource forks
-    beside the audio, and those are neither audio nor mislabelled recordings.
+    Copies of corpora are often re-encoded losslessly (FLAC is a third of WAV's size), so any
+    format soundfile decodes counts, not only the release's ``.wav``. Dot files are left
+    out: unpacking a macOS zip leaves ``._03a01Fa.wav`` resource forks beside the audio,
+    and those are neither audio nor mislabelled recordings.
     """
     if not root.is_dir():
         raise _not_found(corpus, root)
     files = sorted(
         path
         for path in root.absolute().rglob("*")
-        if path.suffix.lower() == ".wav" and not path.name.startswith(".") and path.is_file()
+        if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".") and path.is_file()
     )
     if not files:
-        raise DataError(f"no .wav files found under {root}; expected {corpus.name.upper()} layout {corpus.layout_hint}")
+        raise DataError(f"no audio files ({' '.join(AUDIO_SUFFIXES)}) found under {root}; "
+                        f"expected {corpus.name.upper()} layout {corpus.layout_hint}")
     return files
 
 
@@ -144,16 +170,26 @@ def _parse_names(
     corpus: Corpus,
     convention: str,
     read: Callable[[Path], tuple[str, str] | None],
+    other_task: Callable[[Path], bool] | None = None,
 ) -> list[Utterance]:
-    """The utterances whose names ``read`` understands; each other one is a reported problem."""
-    utterances = []
-    for path in _wav_files(root, corpus):
+    """The utterances whose names ``read`` understands; each other one is a reported problem.
+
+    Files that ``other_task`` recognises belong to the same release but not to this corpus
+    (RAVDESS's song recordings beside its speech): they are left out with one log line.
+    """
+    utterances, others = [], 0
+    for path in _audio_files(root, corpus):
+        if other_task is not None and other_task(path):
+            others += 1
+            continue
         named = read(path)
         if named is None:
             problems.report(f"{path}: name does not match the {corpus.name.upper()} convention {convention}")
             continue
         label, speaker = named
         utterances.append(Utterance(path, label, speaker))
+    if others:
+        log.info("%s: left out %d file(s) of another %s task", root, others, corpus.name.upper())
     return utterances
 
 
@@ -195,6 +231,18 @@ def _read_tess(path: Path) -> tuple[str, str] | None:
     return label, speaker
 
 
+def _read_ravdess(path: Path) -> tuple[str, str] | None:
+    match = _RAVDESS_NAME.fullmatch(path.stem)
+    if match is None or match["modality"] != "03" or match["channel"] != "01":
+        return None
+    return _RAVDESS_EMOTIONS[match["emotion"]], match["actor"]
+
+
+def _ravdess_song(path: Path) -> bool:
+    match = _RAVDESS_NAME.fullmatch(path.stem)
+    return match is not None and match["modality"] == "03" and match["channel"] == "02"
+
+
 def parse_emodb(root: Path, problems: Problems) -> list[Utterance]:
     """EMODB, in ``<root>/wav/`` as released or with the clips directly under ``root``."""
     return _parse_names(root, problems, CORPORA["emodb"], _EMODB_CONVENTION, _read_emodb)
@@ -208,6 +256,15 @@ def parse_savee(root: Path, problems: Problems) -> list[Utterance]:
 def parse_tess(root: Path, problems: Problems) -> list[Utterance]:
     """TESS at any depth, so Kaggle's extra ``TESS Toronto emotional speech set data/`` level works."""
     return _parse_names(root, problems, CORPORA["tess"], _TESS_CONVENTION, _read_tess)
+
+
+def parse_ravdess(root: Path, problems: Problems) -> list[Utterance]:
+    """RAVDESS speech (``Audio_Speech_Actors_01-24``): eight emotions, ``calm`` kept as its own class.
+
+    Song recordings (vocal channel 02) are another task, sung, with six emotions: a folder
+    holding both keeps the speech and logs how many song files it left out.
+    """
+    return _parse_names(root, problems, CORPORA["ravdess"], _RAVDESS_CONVENTION, _read_ravdess, _ravdess_song)
 
 
 def _cell(row: dict[str | None, str | None], column: str) -> str:
@@ -274,6 +331,12 @@ CORPORA: dict[str, Corpus] = {
         parse_tess,
         _download("https://tspace.library.utoronto.ca/handle/1807/24487"),
         "<root>/OAF_angry/OAF_back_angry.wav",
+    ),
+    "ravdess": Corpus(
+        "ravdess",
+        parse_ravdess,
+        _download("https://zenodo.org/records/1188976 (Audio_Speech_Actors_01-24.zip)"),
+        "<root>/Actor_01/03-01-05-01-01-01-01.wav",
     ),
     "manifest": Corpus(
         "manifest",

@@ -88,6 +88,7 @@ class SERDataModule(L.LightningDataModule):
         extract_batch_size: int = 8,
         normalize: str = "global",
         speaker_prior_weight: float = 0.0,
+        speakers: int | None = None,
     ) -> None:
         super().__init__()
         if normalize not in speaker_norm.NORMALIZE:
@@ -109,6 +110,7 @@ class SERDataModule(L.LightningDataModule):
         self.extract_batch_size = extract_batch_size
         self.normalize = normalize
         self.speaker_prior_weight = float(speaker_prior_weight)
+        self.speakers = speakers
         self.data: Prepared | None = None
 
     def _load(self, corpus: str, root: str | None, manifest: str | None) -> list[Utterance]:
@@ -160,6 +162,7 @@ class SERDataModule(L.LightningDataModule):
             mask = np.array([u.label not in small for u in utterances], dtype=bool)
             n_source = int(mask[:n_source].sum())
             utterances, features = [u for u, m in zip(utterances, mask) if m], features[mask]
+        self._check_speakers(utterances)
         classes = class_order(u.label for u in utterances)
         labels = np.array([classes.index(u.label) for u in utterances], dtype=np.int64)
         split = splits.make_split(self.split_config, utterances, n_source)
@@ -169,6 +172,14 @@ class SERDataModule(L.LightningDataModule):
         sizes = {name: len(index) for name, index in split.parts().items()}
         log.info("%s: %d utterances, %d classes %s, split %s%s", self.corpus, len(utterances), len(classes), classes,
                  sizes, ", features z-scored per speaker" if population is not None else "")
+
+    def _check_speakers(self, utterances: list[Utterance]) -> None:
+        """A leave-one-speaker-out sweep runs ``data.speakers`` folds: with a copy holding other
+        speakers, some would be tested twice or never, and the pooled score would not be the corpus'."""
+        found = len({u.speaker for u in utterances})
+        if self.split_config.kind == "loso" and self.speakers is not None and found != self.speakers:
+            raise DataError(f"{self.root or self.manifest}: holds {found} speakers, but data.speakers={self.speakers} "
+                            f"(experiment=loso runs one fold per speaker): use the complete corpus or set data.speakers={found}")
 
     def _normalized(self, utterances: list[Utterance], features: np.ndarray, split: splits.Split):
         """``data.normalize=speaker``: each part's utterances z-scored per speaker within that part."""

@@ -19,6 +19,10 @@ import soundfile as sf
 from ser.errors import DataError
 
 
+# The formats looked for in folders (corpora, `ser predict DIR`); decoding itself goes by content.
+AUDIO_SUFFIXES = (".aif", ".aiff", ".flac", ".ogg", ".wav")
+
+
 @dataclass(frozen=True)
 class AudioChecks:
     """Thresholds below which a clip carries no usable speech."""

@@ -19,14 +19,13 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from ser.dsp.audio import load_audio
+from ser.dsp.audio import AUDIO_SUFFIXES, load_audio
 from ser.dsp.speaker_norm import SpeakerStats
 from ser.errors import SERError
 from ser.runtime import enroll
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".aif", ".aiff", ".ogg"}
 SPEAKER_OPTIONS = "--speaker speaker.json (from `ser enroll`), --enroll FILES (recordings of the speaker) or --adapt"
 
 

@@ -20,6 +20,7 @@ from ser.data.corpora import (
     load_corpus,
     parse_emodb,
     parse_manifest,
+    parse_ravdess,
     parse_savee,
     parse_tess,
 )
@@ -72,7 +73,7 @@ def test_canonical_label_maps_each_alias(alias: str, label: str) -> None:
 
 
 def test_canonical_label_is_none_for_an_unknown_emotion() -> None:
-    assert canonical_label("calm") is None
+    assert canonical_label("bliss") is None
 
 
 def test_every_canonical_label_maps_to_itself() -> None:
@@ -80,8 +81,8 @@ def test_every_canonical_label_maps_to_itself() -> None:
 
 
 def test_class_order_puts_canonical_labels_in_fixed_order_then_unknown_ones_sorted() -> None:
-    labels = ["sadness", "calm", "anger", "sadness", "bliss", "fear", "anger"]
-    assert class_order(labels) == ["anger", "fear", "sadness", "bliss", "calm"]
+    labels = ["sadness", "zen", "anger", "sadness", "bliss", "fear", "anger"]
+    assert class_order(labels) == ["anger", "fear", "sadness", "bliss", "zen"]
 
 
 def test_emodb_reads_label_and_speaker_from_the_name(tmp_path: Path) -> None:
@@ -250,10 +251,47 @@ def test_manifest_empty_cells_and_missing_files_are_reported_with_line_numbers(t
     ]
 
 
+def test_ravdess_reads_all_eight_emotions_and_the_actor_from_the_name(tmp_path: Path) -> None:
+    names = [f"Actor_{actor}/03-01-{emotion:02d}-01-01-01-{actor}.wav" for emotion, actor in zip(range(1, 9), ["01", "02"] * 4)]
+    touch(tmp_path, *names)
+    assert [(label, speaker) for _, label, speaker in labelled(parse_ravdess(tmp_path, Problems()), tmp_path)] == [
+        ("neutral", "01"), ("happiness", "01"), ("anger", "01"), ("disgust", "01"),
+        ("calm", "02"), ("sadness", "02"), ("fear", "02"), ("surprise", "02"),
+    ]
+
+
+def test_ravdess_reads_flac_copies_like_wav(tmp_path: Path) -> None:
+    touch(tmp_path, "Actor_07/03-01-02-02-01-02-07.flac", "Actor_08/03-01-04-01-02-01-08.WAV")
+    assert labelled(parse_ravdess(tmp_path, Problems()), tmp_path) == [
+        ("Actor_07/03-01-02-02-01-02-07.flac", "calm", "07"),
+        ("Actor_08/03-01-04-01-02-01-08.WAV", "sadness", "08"),
+    ]
+
+
+def test_ravdess_leaves_song_recordings_out_without_reporting_them(tmp_path: Path) -> None:
+    touch(tmp_path, "Actor_01/03-01-05-01-01-01-01.wav", "Actor_01/03-02-05-01-01-01-01.wav")
+    problems = Problems("raise")
+    assert labelled(parse_ravdess(tmp_path, problems), tmp_path) == [("Actor_01/03-01-05-01-01-01-01.wav", "anger", "01")]
+    assert problems.messages == []
+
+
+@pytest.mark.parametrize("name", ["01-01-05-01-01-01-01.wav", "03-01-09-01-01-01-01.wav", "03-01-05-01-01-01.wav", "take1.flac"])
+def test_ravdess_name_off_the_convention_is_a_reported_problem(tmp_path: Path, name: str) -> None:
+    touch(tmp_path, "Actor_01/03-01-05-01-01-01-01.wav", f"Actor_01/{name}")
+    problems = Problems("skip")
+    assert len(parse_ravdess(tmp_path, problems)) == 1
+    assert problems.messages == [
+        f"{tmp_path / 'Actor_01' / name}: name does not match the RAVDESS convention "
+        "Actor_<nn>/<modality>-<channel>-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav (or .flac), "
+        "e.g. Actor_01/03-01-05-01-01-01-01.wav"
+    ]
+
+
 @pytest.mark.parametrize(
     ("name", "hint"),
     [
         ("emodb", "http://emodb.bilderbar.info/download/"),
+        ("ravdess", "https://zenodo.org/records/1188976"),
         ("savee", "http://kahlan.eps.surrey.ac.uk/savee/ (registration required)"),
         ("tess", "https://tspace.library.utoronto.ca/handle/1807/24487"),
     ],
@@ -279,9 +317,9 @@ def test_missing_manifest_names_the_file_and_the_expected_columns(tmp_path: Path
         load_corpus("manifest", manifest=tmp_path / "absent.csv")
 
 
-def test_directory_without_wav_files_says_so_and_shows_the_layout(tmp_path: Path) -> None:
+def test_directory_without_audio_files_says_so_and_shows_the_layout(tmp_path: Path) -> None:
     touch(tmp_path, "readme.txt")
-    with pytest.raises(DataError, match=rf"no \.wav files found under {tmp_path}; expected TESS layout .*OAF_angry"):
+    with pytest.raises(DataError, match=rf"no audio files \(.*\.flac.*\.wav\) found under {tmp_path}; expected TESS layout .*OAF_angry"):
         parse_tess(tmp_path, Problems())
 
 
@@ -292,7 +330,7 @@ def test_corpus_with_every_file_skipped_raises(tmp_path: Path) -> None:
 
 
 def test_unknown_corpus_name_lists_the_known_ones() -> None:
-    with pytest.raises(DataError, match="'timit' is not one of emodb, savee, tess, manifest"):
+    with pytest.raises(DataError, match="'timit' is not one of emodb, savee, tess, ravdess, manifest"):
         load_corpus("timit", root=".")
 
 
@@ -318,3 +356,12 @@ def test_real_emodb_has_the_published_counts() -> None:
         "sadness": 62,
         "disgust": 46,
     }
+
+
+@pytest.mark.skipif("SER_RAVDESS_ROOT" not in os.environ, reason="set SER_RAVDESS_ROOT to the real RAVDESS")
+def test_real_ravdess_has_the_published_counts() -> None:
+    utterances = load_corpus("ravdess", root=os.environ["SER_RAVDESS_ROOT"])
+    assert len(utterances) == 1440
+    assert sorted({u.speaker for u in utterances}) == [f"{actor:02d}" for actor in range(1, 25)]
+    assert Counter(u.label for u in utterances) == {"neutral": 96, **{label: 192 for label in (
+        "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise")}}

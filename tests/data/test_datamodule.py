@@ -49,6 +49,12 @@ def test_loso_split_holds_out_one_speaker(tiny_manifest, cache_dir):
     assert speakers == {"train": {"s01"}, "val": {"s03"}, "test": {"s02"}}
 
 
+def test_loso_split_refuses_a_corpus_with_another_number_of_speakers_than_configured(tiny_manifest, cache_dir):
+    with pytest.raises(DataError, match=r"holds 3 speakers, but data.speakers=4 .*set data.speakers=3"):
+        _module(tiny_manifest, cache_dir, split={"kind": "loso", "fold": 0}, speakers=4)
+    assert len(_module(tiny_manifest, cache_dir, split={"kind": "loso", "fold": 0}, speakers=3).tensors("test")[1]) > 0
+
+
 def _broken_copy(tiny_manifest, tmp_path):
     """The tiny corpus with one corrupt file and a 'calm' class of two files."""
     root = tmp_path / "corpus"
