@@ -27,7 +27,8 @@ from ser.quant.evaluation import SplitTensors, predict
 from ser.quant.quantizer import model_size_kb
 from ser.report.plots import save_figure
 from ser.report.run import render_run, run_figure
-from ser.results import FILENAME, Baseline, RunResults, TestPredictions, Timing, Transfer
+from ser.models.classic import SVMConfig
+from ser.results import FILENAME, Baseline, ClassicRecord, RunResults, TestPredictions, Timing, Transfer
 from ser.transfer.batches import GraphDataModule
 from ser.transfer.nsl import teach
 
@@ -119,7 +120,22 @@ def _report(results: RunResults, output_dir: Path, logger: TensorBoardLogger) ->
     plt.close(figure)
 
 
-def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantization) -> TestPredictions:
+def _classic(cfg: DictConfig, datamodule: SERDataModule) -> tuple[list[ClassicRecord] | None, dict[str, list[int]]]:
+    """The classical reference models (``classic``) on the network's own inputs, split and standardisation."""
+    if not cfg.get("classic"):
+        return None, {}
+    config: SVMConfig = hydra.utils.instantiate(cfg.classic)
+    parts = {name: tuple(t.numpy() for t in datamodule.tensors(name)) for name in ("train", "val", "test")}
+    mean, std = (t.numpy() for t in datamodule.standardization())
+    records, predictions = config.fit_predict(parts, mean, std, int(cfg.seed))
+    for r in records:
+        log.info("classical reference %s (C=%g, inner-CV UAR %.4f): test accuracy %.4f, UAR %.4f",
+                 r.name, r.C, r.inner_uar, r.test_acc, r.test_uar)
+    return records, predictions
+
+
+def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantization,
+                      others: dict[str, list[int]]) -> TestPredictions:
     """Every test utterance's label and each model's predicted class (indices into ``classes``).
 
     ``ser report`` pools these over the folds of a k-fold or leave-one-speaker-out sweep, so
@@ -128,7 +144,7 @@ def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantizat
     prepared = datamodule.prepared
     inputs, labels = datamodule.tensors("test")
     baseline = predict(model, SplitTensors(inputs.to(model.device), labels.to(model.device)))
-    models = {"baseline": baseline.cpu().tolist(), **(quantization.predictions if quantization is not None else {})}
+    models = {"baseline": baseline.cpu().tolist(), **(quantization.predictions if quantization is not None else {}), **others}
     return TestPredictions(
         paths=[str(prepared.utterances[i].path) for i in prepared.split.test],
         speakers=[prepared.utterances[i].speaker for i in prepared.split.test],
@@ -193,6 +209,7 @@ def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> 
         confusion_matrix=model.last_confusion.tolist() if model.last_confusion is not None else None,
     )
     quantized = quantization.results if quantization is not None else None
+    classic, classic_predictions = _classic(cfg, datamodule)
     results = RunResults(
         data=datamodule.corpus,
         seed=int(cfg.seed),
@@ -206,10 +223,11 @@ def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> 
         skipped=datamodule.prepared.problems,
         best_checkpoint=fitted.best_checkpoint,
         transfer=built.transfer,
-        test_predictions=_test_predictions(model, datamodule, quantization),
+        test_predictions=_test_predictions(model, datamodule, quantization, classic_predictions),
         fixed=quantized.fixed if quantized is not None else None,
         laq=quantized.laq if quantized is not None else None,
         greedy=quantized.greedy if quantized is not None else None,
+        classic=classic,
     )
     if quantization is not None:
         _report(results, output_dir, logger)
@@ -217,6 +235,8 @@ def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> 
     metrics = {f"hparams/{k}": getattr(baseline, k) for k in ("val_acc", "test_acc", "test_uar")}
     if results.laq is not None:
         metrics.update({f"hparams/laq_{k}": getattr(results.laq.scores, k) for k in ("test_acc", "avg_bits")})
+    for record in classic or []:
+        metrics.update({f"hparams/{record.name}_{k}": getattr(record, k) for k in ("test_acc", "test_uar")})
     logger.log_hyperparams(_hparams(cfg), metrics=metrics)
     logger.finalize("success")
     results.save(output_dir / FILENAME)

@@ -206,6 +206,20 @@ class Greedy:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ClassicRecord:
+    """A classical reference model (``classic=svm``) trained on the run's own inputs and split."""
+
+    name: str  # its key in test_predictions.models: svm (RBF kernel), svm_linear
+    kernel: str
+    C: float  # chosen by cross-validation inside the training part
+    inner_uar: float  # that cross-validation's UAR at the chosen C
+    train_utterances: int
+    test_acc: float
+    test_uar: float
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Teacher:
     model: str
     n_params: int
@@ -248,7 +262,7 @@ class Transfer:
 class TestPredictions:
     """Every test utterance's label and each model's class (indices into ``classes``); ``ser report``
     pools them over folds. Models: ``baseline``, ``fixed/<bits>``, ``laq``, ``laq_before_recovery``,
-    ``laq_qat``, ``greedy``."""
+    ``laq_qat``, ``greedy``, and the classical references ``svm`` (RBF kernel) and ``svm_linear``."""
 
     __test__ = False  # not a pytest class
 
@@ -294,6 +308,7 @@ class RunResults:
     fixed: list[FixedRow] | None = _optional()  # None: trained with quant=none
     laq: LAQ | None = _optional()
     greedy: Greedy | None = _optional()
+    classic: list[ClassicRecord] | None = _optional()  # with classic=svm
     objective: float | None = _optional()  # what train.py returns to a sweeper
 
     def to_json(self) -> dict[str, Any]:

@@ -34,5 +34,6 @@ def test_fast_dev_run_goes_through_every_stage_in_process(config, tmp_path):
     results = train(config, tmp_path)
     assert results.classes == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
     assert results.fixed and results.laq is not None and results.test_predictions is not None
+    assert [r.name for r in results.classic] == ["svm"] and "svm" in results.test_predictions.models
     assert RunResults.load(tmp_path / "results.json") == results
     assert (tmp_path / "report.md").exists() and (tmp_path / "quantized.pt").exists()

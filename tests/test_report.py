@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ser.results import LAQ, Baseline, Budget, BudgetStep, GraphStats, LayerRecord, RunResults, Scores, Teacher, TestPredictions, Timing, Transfer, ZeroShot
+from ser.results import LAQ, Baseline, Budget, BudgetStep, ClassicRecord, GraphStats, LayerRecord, RunResults, Scores, Teacher, TestPredictions, Timing, Transfer, ZeroShot
 from tests.conftest import REPO
 
 
@@ -103,17 +103,20 @@ def test_comparison_table_puts_groups_side_by_side_at_full_precision_and_after_l
             Job(tmp_path, {"model": "lightsernet", "seed": "0"}, _results(461703, 0.75, 0.65, 3.0, transfer=True), None)]
     summary = render_summary(tmp_path, group_jobs(jobs))
     table = summary.split("## Comparison")[1].split("\n## ")[0]
-    assert "| model=mlp | 1,000 | 75.00 ± 7.07 | 4.0 ± 0.0 | 65.00 ± 7.07 | 20.0 ± 7.1 | 2.00 ± 0.71 | – | – |" in table
-    assert "| model=lightsernet | 461,703 | 75.00 ± 0.00 | 1846.8 ± 0.0 | 65.00 ± 0.00 | 30.0 ± 0.0 | 3.00 ± 0.00 | – | – |" in table
+    assert "| model=mlp | 1,000 | 75.00 ± 7.07 | 4.0 ± 0.0 | 65.00 ± 7.07 | 20.0 ± 7.1 | 2.00 ± 0.71 | – | – | – |" in table
+    assert "| model=lightsernet | 461,703 | 75.00 ± 0.00 | 1846.8 ± 0.0 | 65.00 ± 0.00 | 30.0 ± 0.0 | 3.00 ± 0.00 | – | – | – |" in table
     assert "25.00 ± 0.00 of them join the same emotion (chance 15.00 ± 0.00)" in summary
 
 
-def _fold(classes: list[str], labels: list[str], baseline: list[str], laq: list[str]) -> RunResults:
+def _fold(classes: list[str], labels: list[str], baseline: list[str], laq: list[str], svm: list[str] | None = None) -> RunResults:
     """A finished fold whose test predictions are given by class name."""
     index = {c: i for i, c in enumerate(classes)}
+    models = {"baseline": baseline, "laq": laq, **({"svm": svm} if svm is not None else {})}
     kept = TestPredictions(paths=[""] * len(labels), speakers=[None] * len(labels), labels=[index[c] for c in labels],
-                           models={"baseline": [index[c] for c in baseline], "laq": [index[c] for c in laq]})
-    return replace(_results(1000, 0.0, 0.0, 2.0), classes=classes, test_predictions=kept)
+                           models={name: [index[c] for c in predicted] for name, predicted in models.items()})
+    classic = None if svm is None else [ClassicRecord(name="svm", kernel="rbf", C=10.0, inner_uar=0.5, train_utterances=8,
+                                                      test_acc=0.5, test_uar=0.5, seconds=0.1)]
+    return replace(_results(1000, 0.0, 0.0, 2.0), classes=classes, test_predictions=kept, classic=classic)
 
 
 def test_pooled_scores_count_every_test_utterance_of_every_fold_once(tmp_path):
@@ -143,6 +146,32 @@ def test_summary_has_a_pooled_table_and_pooled_columns_in_the_csv(tmp_path):
     write_csv(tmp_path / "summary.csv", [group])
     (row,) = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert float(row["pooled/baseline/uar_mean"]) == 0.75 and float(row["pooled/laq/wa_mean"]) == 0.5
+
+
+def test_the_svm_is_pooled_beside_the_model_in_the_pooled_table_and_the_comparison(tmp_path):
+    from ser.report.sweep import Group, Job, render_summary
+
+    def folds(svm_right: bool) -> list[RunResults]:
+        svm = (lambda labels: labels) if svm_right else (lambda labels: ["a"] * len(labels))
+        return [_fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"], svm(["a", "b"])) for _ in range(2)]
+
+    groups = [Group((("model", name),), [Job(tmp_path, {"model": name, "data.split.fold": str(k)}, r, None)
+                                          for k, r in enumerate(folds(right))]) for name, right in (("x", True), ("y", False))]
+    summary = render_summary(tmp_path, groups)
+    assert "| RBF-SVM (same inputs) | 100.00 | 100.00 | 100.00 ± 0.00 | 100.00 ± 0.00 | – | – |" in summary
+    assert "| RBF-SVM (same inputs) | 50.00 | 50.00 | 50.00 ± 0.00 | 50.00 ± 0.00 | – | – |" in summary
+    comparison = summary.split("## Comparison")[1].split("\n## ")[0]
+    assert "| model=x | 1,000 | 0.00 ± 0.00 | 4.0 ± 0.0 | 0.00 ± 0.00 | 20.0 ± 0.0 | 2.00 ± 0.00 | 100.00 | 50.00 | 100.00 |" in comparison
+    assert "| model=y |" in comparison and comparison.rstrip().endswith("| 100.00 | 50.00 | 50.00 |")
+    assert "| RBF-SVM (same inputs; C 10.0 ± 0.0) | – | – | 50.00 ± 0.00 | 50.00 ± 0.00 | – |" in summary
+
+
+def test_a_runs_report_puts_the_svm_beside_the_32_bit_model():
+    from ser.report.run import render_run
+
+    run = _fold(["a", "b"], ["a", "b"], ["a", "b"], ["b", "b"], ["a", "a"])
+    assert ("Classical reference on the same inputs and split: RBF-SVM (C = 10, chosen by cross-validation on 8 training "
+            "utterances): test accuracy 50.00 %, UAR 50.00 % (the 32-bit model: 0.00 %, 50.00 %).") in render_run(run)
 
 
 def test_a_sweep_over_seeds_is_also_pooled_per_seed_with_the_spread_across_seeds(tmp_path):
@@ -210,7 +239,9 @@ def test_sweep_jobs_keep_every_test_prediction_for_pooling(sweep):
     results = json.loads((sweep_dir / "0" / "results.json").read_text())
     kept = results["test_predictions"]
     assert len(kept["labels"]) == results["n_utterances"]["test"] == len(kept["paths"])
-    assert set(kept["models"]) == {"baseline", "fixed/4", "fixed/1", "laq_before_recovery", "laq"}
+    assert set(kept["models"]) == {"baseline", "fixed/4", "fixed/1", "laq_before_recovery", "laq", "svm"}
+    svm_accuracy = np.mean(np.array(kept["models"]["svm"]) == np.array(kept["labels"]))
+    assert svm_accuracy == pytest.approx(results["classic"][0]["test_acc"])
     accuracy = np.mean(np.array(kept["models"]["laq"]) == np.array(kept["labels"]))
     assert accuracy == pytest.approx(results["laq"]["test_acc"])
     assert "Pooled over the " in (sweep_dir / "summary.md").read_text()

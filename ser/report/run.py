@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from ser.report.plots import accuracy_axes, draw_curve, finish
 from ser.results import RunResults, Scores
 
+CLASSIC_NAMES = {"svm": "RBF-SVM", "svm_linear": "linear SVM"}  # results.json's classical models, as tables name them
+
 
 @dataclass(frozen=True)
 class Row:
@@ -43,6 +45,11 @@ def render_run(results: RunResults) -> str:
     for row in table_rows(results):
         s = row.scores
         lines.append(f"| {row.model} | {s.size_kb:.1f} | {100 * s.val_acc:.2f} | {100 * s.test_acc:.2f} | {s.avg_bits:.2f} |")
+    for record in results.classic or []:
+        lines += ["", f"Classical reference on the same inputs and split: {CLASSIC_NAMES[record.name]} (C = {record.C:g}, "
+                      f"chosen by cross-validation on {record.train_utterances} training utterances): test accuracy "
+                      f"{100 * record.test_acc:.2f} %, UAR {100 * record.test_uar:.2f} % (the 32-bit model: "
+                      f"{100 * results.baseline.test_acc:.2f} %, {100 * results.baseline.test_uar:.2f} %)."]
     laq = results.laq
     if laq:
         lines += ["", f"LAQ: T_margin = {laq.t_margin} pp, weights {laq.weights}, "

@@ -39,6 +39,7 @@ import yaml  # noqa: E402
 from ser.errors import SERError  # noqa: E402
 from ser.io import atomic_path, write_text  # noqa: E402
 from ser.report.plots import accuracy_axes, draw_curve, finish, save_figure  # noqa: E402
+from ser.report.run import CLASSIC_NAMES  # noqa: E402
 from ser.results import FILENAME, RunResults  # noqa: E402
 
 REPLICATE_KEYS = ("seed", "data.split.fold")
@@ -80,6 +81,8 @@ def _metrics(results: RunResults) -> dict[str, float]:
         out.update({"laq/evaluations": laq.evaluations, "laq/search_s": laq.search_s})
         if laq.qat:
             out.update({f"laq_qat/{k}": getattr(laq.qat.scores, k) for k in ("val_acc", "test_acc")})
+    for record in results.classic or []:
+        out.update({f"classic/{record.name}/{k}": getattr(record, k) for k in ("test_acc", "test_uar", "C")})
     greedy = results.greedy
     if greedy:
         out.update({f"greedy/{k}": getattr(greedy.scores, k) for k in ("val_acc", "test_acc", "avg_bits", "size_kb")})
@@ -141,7 +144,7 @@ def summarize(group: Group) -> dict[str, tuple[float, float]]:
 # Pooled models in table order: what results.json's test_predictions call them, what the tables say.
 POOLED_NAMES = {"baseline": "32-bit baseline", **{f"fixed/{b}": f"{b}-bit fixed" for b in BITS},
                 "laq_before_recovery": "LAQ before recovery", "laq": "LAQ", "laq_qat": "LAQ + QAT fine-tuning",
-                "greedy": "sensitivity greedy"}
+                "greedy": "sensitivity greedy", **{name: f"{title} (same inputs)" for name, title in CLASSIC_NAMES.items()}}
 
 
 @dataclass(frozen=True)
@@ -252,16 +255,16 @@ def _comparison(groups: Sequence[Group]) -> list[str]:
     """One row per group, full precision next to LAQ: how models (or settings) compare at a glance."""
     lines = ["## Comparison", "",
              "| group | params | fp32 test acc (%) | fp32 size (KB) | LAQ test acc (%) | LAQ size (KB) | LAQ avg bits "
-             "| fp32 pooled UAR (%) | LAQ pooled UAR (%) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| fp32 pooled UAR (%) | LAQ pooled UAR (%) | SVM pooled UAR (%) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for group in groups:
         stats = summarize(group)
         scores = pooled(group)
-        uar = {name: f"{100 * scores[name].uar:.2f}" if name in scores else "–" for name in ("baseline", "laq")}
+        uar = {name: f"{100 * scores[name].uar:.2f}" if name in scores else "–" for name in ("baseline", "laq", "svm")}
         params = f"{stats['n_params'][0]:,.0f}" if "n_params" in stats else "–"
         lines.append(f"| {group.name} | {params} | {_pct(stats, 'baseline/test_acc')} | {_num(stats, 'baseline/size_kb', 1)} "
                      f"| {_pct(stats, 'laq/test_acc')} | {_num(stats, 'laq/size_kb', 1)} | {_num(stats, 'laq/avg_bits')} "
-                     f"| {uar['baseline']} | {uar['laq']} |")
+                     f"| {uar['baseline']} | {uar['laq']} | {uar['svm']} |")
     return lines + [""]
 
 
@@ -285,6 +288,10 @@ def render_summary(root: Path, groups: Sequence[Group]) -> str:
         if "laq/test_acc" in stats:
             lines.append(f"| LAQ | {_num(stats, 'laq/size_kb', 1)} | {_pct(stats, 'laq/val_acc')} | {_pct(stats, 'laq/test_acc')} "
                          f"| {_pct(stats, 'laq/test_uar')} | {_num(stats, 'laq/avg_bits')} |")
+        for name, title in CLASSIC_NAMES.items():
+            if f"classic/{name}/test_acc" in stats:
+                lines.append(f"| {title} (same inputs; C {_num(stats, f'classic/{name}/C', 1)}) | – | – "
+                             f"| {_pct(stats, f'classic/{name}/test_acc')} | {_pct(stats, f'classic/{name}/test_uar')} | – |")
         if "greedy/test_acc" in stats:
             lines.append(f"| sensitivity greedy | {_num(stats, 'greedy/size_kb', 1)} | {_pct(stats, 'greedy/val_acc')} "
                          f"| {_pct(stats, 'greedy/test_acc')} | – | {_num(stats, 'greedy/avg_bits')} |")
@@ -378,7 +385,7 @@ def _tensorboard(root: Path, groups: Sequence[Group], markdown: str, figures: di
             writer.add_figure(name, figure, close=False)
         for i, group in enumerate(groups):
             stats = summarize(group)
-            metrics = {f"summary/{k}": v[0] for k, v in stats.items() if k.startswith(("baseline/", "laq/"))}
+            metrics = {f"summary/{k}": v[0] for k, v in stats.items() if k.startswith(("baseline/", "laq/", "classic/"))}
             if metrics:
                 writer.add_hparams(dict(group.key) or {"group": "all"}, metrics, run_name=f"group{i}")
 
