@@ -88,11 +88,15 @@ class SERDataModule(L.LightningDataModule):
         extract_batch_size: int = 8,
         normalize: str = "global",
         speaker_prior_weight: float = 0.0,
+        speaker_statistics: str = "part",
         speakers: int | None = None,
     ) -> None:
         super().__init__()
         if normalize not in speaker_norm.NORMALIZE:
             raise DataError(f"data.normalize={normalize!r} is not one of {', '.join(speaker_norm.NORMALIZE)}")
+        if speaker_statistics not in speaker_norm.SPEAKER_STATISTICS:
+            raise DataError(f"data.speaker_statistics={speaker_statistics!r} is not one of "
+                            f"{', '.join(speaker_norm.SPEAKER_STATISTICS)}")
         if speaker_prior_weight < 0:
             raise DataError(f"data.speaker_prior_weight={speaker_prior_weight} must be >= 0")
         self.corpus = corpus
@@ -110,6 +114,7 @@ class SERDataModule(L.LightningDataModule):
         self.extract_batch_size = extract_batch_size
         self.normalize = normalize
         self.speaker_prior_weight = float(speaker_prior_weight)
+        self.speaker_statistics = speaker_statistics
         self.speakers = speakers
         self.data: Prepared | None = None
 
@@ -182,7 +187,8 @@ class SERDataModule(L.LightningDataModule):
                             f"(experiment=loso runs one fold per speaker): use the complete corpus or set data.speakers={found}")
 
     def _normalized(self, utterances: list[Utterance], features: np.ndarray, split: splits.Split):
-        """``data.normalize=speaker``: each part's utterances z-scored per speaker within that part."""
+        """``data.normalize=speaker``: each part's utterances z-scored per speaker within that part, or
+        (``speaker_statistics=enrolled``) with the speaker's training utterances where there are any."""
         if self.normalize == "global":
             return features, None
         nameless = [u.path for u in utterances if not u.speaker]
@@ -192,8 +198,9 @@ class SERDataModule(L.LightningDataModule):
         blocks = self.feature_config.block_slices()
         population = speaker_norm.statistics(features[split.train], blocks=blocks)
         speakers = np.array([u.speaker for u in utterances])
+        enrolled = split.train if self.speaker_statistics == "enrolled" else None
         inputs = speaker_norm.normalize_by_speaker(features, speakers, list(split.parts().values()), population,
-                                                   self.speaker_prior_weight, blocks)
+                                                   self.speaker_prior_weight, blocks, enrolled)
         return inputs, population
 
     @property

@@ -136,6 +136,23 @@ def test_speaker_normalisation_zscores_each_speaker_within_each_part(tiny_manife
     assert torch.equal(dm.tensors("test")[0], torch.from_numpy(prepared.inputs[prepared.split.test]))
 
 
+def test_enrolled_speaker_statistics_come_from_each_speakers_training_utterances(tiny_manifest, cache_dir):
+    dm = _module(tiny_manifest, cache_dir, normalize="speaker", speaker_statistics="enrolled")
+    prepared = dm.prepared
+    speakers = np.array([u.speaker for u in prepared.utterances])
+    for speaker in np.unique(speakers):
+        train = prepared.split.train[speakers[prepared.split.train] == speaker]
+        raw = prepared.features[train].astype(np.float64)
+        mean, std = raw.mean(axis=0), np.where(raw.std(axis=0) > 0, raw.std(axis=0), 1)
+        everywhere = np.flatnonzero(speakers == speaker)  # train, val and test utterances of the speaker
+        np.testing.assert_allclose(prepared.inputs[everywhere], (prepared.features[everywhere] - mean) / std, rtol=1e-3, atol=1e-4)
+
+
+def test_unknown_speaker_statistics_source_is_rejected(tiny_manifest, cache_dir):
+    with pytest.raises(DataError, match="data.speaker_statistics='test' is not one of enrolled, part"):
+        _module(tiny_manifest, cache_dir, normalize="speaker", speaker_statistics="test")
+
+
 def test_speaker_normalisation_keeps_the_training_population_for_deployment(tiny_manifest, cache_dir):
     dm = _module(tiny_manifest, cache_dir, normalize="speaker")
     train = dm.prepared.features[dm.prepared.split.train].astype(np.float64)

@@ -63,6 +63,19 @@ def test_each_part_is_normalised_with_its_own_utterances_only():
     np.testing.assert_allclose(out[[0, 1, 2, 3]].std(axis=0), 1.0, rtol=1e-4)
 
 
+def test_enrolled_speakers_are_normalised_everywhere_with_their_training_utterances():
+    speakers = np.array(["a"] * 6 + ["b"] * 6)
+    train, test = np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7, 8, 9, 10, 11])  # b has no training utterance
+    out = normalize_by_speaker(FEATURES, speakers, [train, test], enrolled=train)
+    enrolled_a = statistics(FEATURES[train])
+    np.testing.assert_allclose(out[[0, 1, 2, 3, 4, 5]], enrolled_a.apply(FEATURES[:6]), rtol=1e-6)
+    np.testing.assert_allclose(out[6:], statistics(FEATURES[6:]).apply(FEATURES[6:]), rtol=1e-6)  # b: its own part's
+    changed = FEATURES.copy()
+    changed[4] += 100.0  # a test utterance of a moves nothing else of a
+    again = normalize_by_speaker(changed, speakers, [train, test], enrolled=train)
+    np.testing.assert_array_equal(np.delete(out, 4, axis=0)[:5], np.delete(again, 4, axis=0)[:5])
+
+
 def test_noise_level_features_get_a_floored_std_instead_of_unit_variance_noise():
     x = np.stack([np.ones(8, np.float32) * 5.0, np.linspace(0, 1e-14, 8, dtype=np.float32)], axis=1)
     x[:, 0] += np.arange(8)
