@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from ser import rundir
 from ser.errors import SERError
 from ser.io import write_json
+from ser.termination import sigterm_fails_the_run
 
 log = logging.getLogger("ser")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        with rundir.claim(output_dir):
+        with rundir.claim(output_dir), sigterm_fails_the_run():
             results = train(cfg, output_dir)
     except rundir.RunDirectoryBusy as exc:  # the directory is someone else's: write nothing into it
         log.error("%s", exc)

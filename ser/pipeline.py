@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from ser import rundir
 from ser.data.datamodule import SERDataModule
 from ser.io import write_text
 from ser.models.module import SERClassifier
@@ -171,7 +172,8 @@ def build(cfg: DictConfig, output_dir: Path) -> Built:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule: SERDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
-    datamodule.save_splits(output_dir / "splits")
+    if not rundir.is_worker():  # under srun every rank starts at once, before rank 0 claims the directory
+        datamodule.save_splits(output_dir / "splits")
     transfer, training_data = None, datamodule
     if cfg.get("transfer"):
         teacher_fit = partial(fit, cfg, logger=_logger(cfg, "teacher"),

@@ -33,20 +33,26 @@ class RunDirectoryBusy(SERError):
     """Another live process is running in this run directory."""
 
 
-def _is_worker() -> bool:
-    """Processes that Lightning's DDP launcher starts re-run train.py in the same directory."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+# Where a process of a distributed run learns its rank: Lightning's DDP launcher sets LOCAL_RANK
+# and NODE_RANK in the processes it starts, Slurm sets SLURM_PROCID in each task of an `srun`.
+RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def is_worker() -> bool:
+    """Whether this is a process other than rank 0 of a distributed run; such processes run
+    train.py in rank 0's directory and write nothing there but what Lightning has them write."""
+    return any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES)
 
 
 @contextmanager
 def claim(run_dir: str | Path) -> Iterator[Path]:
     """Hold ``run_dir`` for this process; set aside what an earlier run left there.
 
-    Raises ``RunDirectoryBusy`` naming the PID of a run that holds it. DDP worker processes
-    share their launcher's claim.
+    Raises ``RunDirectoryBusy`` naming the PID of a run that holds it. The other processes of a
+    distributed run (Lightning's DDP workers, the tasks of an ``srun``) share rank 0's claim.
     """
     run_dir = Path(run_dir)
-    if _is_worker():
+    if is_worker():
         yield run_dir
         return
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -90,10 +90,20 @@ def test_optuna_tunes_lr_dropout_depth_and_margin_at_a_bit_budget(compose_cfg):
     assert cfg.bit_budget == 2.0
 
 
-@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm_example", "SlurmLauncher")])
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
 def test_parallel_launchers_compose(compose_cfg, launcher, target):
     cfg = compose_cfg(f"hydra/launcher={launcher}", "experiment=table4")
     assert cfg.hydra.launcher._target_.endswith(target)
+
+
+def test_slurm_launcher_leaves_partition_and_account_to_the_cluster_and_sizes_a_cpu_job(compose_cfg):
+    launcher = compose_cfg("hydra/launcher=slurm").hydra.launcher
+    assert launcher.partition is None and launcher.account is None and launcher.gpus_per_node is None
+    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb, launcher.tasks_per_node) == (60, 4, 16, 1)
+
+
+def test_slurm_example_is_the_former_name_of_the_slurm_launcher(compose_cfg):
+    assert compose_cfg("hydra/launcher=slurm_example").hydra.launcher == compose_cfg("hydra/launcher=slurm").hydra.launcher
 
 
 def test_ddp_trainer_config_uses_the_ddp_strategy(compose_cfg):

@@ -31,8 +31,9 @@ def _numbers(run_dir: Path) -> dict:
             "predictions": results["test_predictions"]["models"]}
 
 
-def _kill_when(args: list[str], run_dir: Path, ready, env: dict, timeout: float = 300) -> None:
-    """Start ``train.py`` and SIGKILL it as soon as ``ready(run_dir, output so far)`` holds."""
+def _kill_when(args: list[str], run_dir: Path, ready, env: dict, sig: int = signal.SIGKILL, timeout: float = 300) -> str:
+    """Start ``train.py`` and send it ``sig`` as soon as ``ready(run_dir, output so far)`` holds;
+    returns its output once it has ended."""
     log = run_dir.parent / f"{run_dir.name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "train.py", f"hydra.run.dir={run_dir}", *args], cwd=REPO, env=env,
@@ -43,10 +44,11 @@ def _kill_when(args: list[str], run_dir: Path, ready, env: dict, timeout: float 
                 assert proc.poll() is None, "the run finished before the fault could be injected"
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
         finally:
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+            proc.wait(timeout=60)
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 1), log.read_text()[-3000:]
+    return log.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,18 @@ def test_a_run_killed_during_a_stage_reruns_to_the_same_results(stage, ready, cl
     assert _numbers(run_dir) == _numbers(clean_run)
     (aside,) = run_dir.glob("superseded-*")  # the killed run's checkpoint is kept, out of the way
     assert (aside / "checkpoints" / "best.ckpt").exists() and sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt"]
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_during_training_records_failed_json_and_exits_1(tiny_manifest, cache_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "SER_CACHE_DIR": str(cache_dir)}
+    output = _kill_when([*RUN, f"data.manifest={tiny_manifest}"], run_dir,
+                        lambda run_dir, log: (run_dir / "checkpoints" / "best.ckpt").exists(), env, sig=signal.SIGTERM)
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed["error"].startswith("stopped by SIGTERM (scancel, a Slurm time limit") and failed["traceback"] is None
+    assert failed["error"] in output and "Traceback" not in output
+    assert not (run_dir / "results.json").exists() and not (run_dir / "quantized.pt").exists()
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from ser.pipeline import train
+from ser.pipeline import build, train
 from ser.results import RunResults
 from tests.conftest import REPO
 
@@ -37,3 +37,12 @@ def test_fast_dev_run_goes_through_every_stage_in_process(config, tmp_path):
     assert [r.name for r in results.classic] == ["svm"] and "svm" in results.test_predictions.models
     assert RunResults.load(tmp_path / "results.json") == results
     assert (tmp_path / "report.md").exists() and (tmp_path / "quantized.pt").exists()
+
+
+def test_only_rank_0_saves_the_split(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "1")  # task 1 of an srun: rank 0 may not have claimed the directory yet
+    build(config, tmp_path)
+    assert not (tmp_path / "splits").exists()
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    build(config, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == ["test.csv", "train.csv", "val.csv"]

@@ -61,6 +61,17 @@ def test_ddp_worker_processes_share_their_launchers_claim(tmp_path, monkeypatch)
             pass
 
 
+def test_the_other_tasks_of_an_srun_share_rank_0s_claim(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    with rundir.claim(tmp_path):
+        with pytest.raises(rundir.RunDirectoryBusy):  # a second task 0: another run
+            with rundir.claim(tmp_path):
+                pass
+        monkeypatch.setenv("SLURM_PROCID", "1")
+        with rundir.claim(tmp_path):
+            pass
+
+
 def test_train_into_a_busy_run_directory_stops_with_one_line_and_writes_nothing(tmp_path, cache_dir):
     from tests.conftest import run_train
 
