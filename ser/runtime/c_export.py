@@ -24,6 +24,7 @@ from ser.runtime.listen import window_samples
 
 TEMPLATES = ("ser.h", "ser.c", "main.c", "Makefile")
 MCU_TEMPLATES = ("startup.c", "probe.c", "bench.c", "mps2_an386.ld")
+BOARD_TEMPLATES = ("README.md", "Makefile", "board.h", "board.c", "main.c", "startup.c", "stm32l475vg.ld")  # streaming models
 CHROMA_KEEP = 1e-5  # chroma weights below this fraction of their bin's largest are left out (features move < 2e-6)
 PART_IDS = {"mfcc": 0, "chroma": 1, "mel": 2, "pitch": 3, "spectral": 4}
 STAT_IDS = {"mean": 0, "std": 1}
@@ -54,23 +55,21 @@ def mel_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.array(starts), np.array(lengths), np.concatenate(weights).astype(np.float32)
 
 
-def chroma_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def chroma_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The chroma filterbank's non-negligible weights (above ``CHROMA_KEEP`` of their bin's largest), as runs of
-    neighbouring FFT bins per class: each span's class, first bin, length and scale, and the weights span by
-    span as 16-bit fractions of their span's largest (within 8e-6 of it: half the flash of float32).
-    A class's weights sit in one run per octave (bins as wide as a class or narrower) or cover the low bins."""
+    neighbouring FFT bins per class: each span's class, first bin and length, and the weights span by span.
+    A class's weights sit in one run per octave (bins as wide as a class or narrower) or cover the low bins.
+    (16-bit weights, one scale per span, would save a third of the flash but move pooled chroma by up to 3e-4
+    on real speech: the tails of a span's Gaussians lose their precision.)"""
     bank = filters.chroma_filterbank(config.sample_rate, config.n_fft, config.n_chroma, config.tuning)
     keep = bank > CHROMA_KEEP * bank.max(axis=0, keepdims=True)
-    classes, starts, lengths, scales, weights = [], [], [], [], []
+    classes, starts, lengths, weights = [], [], [], []
     for c, row in enumerate(keep):
         edges = np.flatnonzero(np.diff(np.concatenate([[0], row.astype(np.int8), [0]])))
         for first, stop in zip(edges[::2], edges[1::2]):
-            span = bank[c, first:stop].astype(np.float64)
-            scale = span.max() / 65535
-            classes.append(c), starts.append(int(first)), lengths.append(int(stop - first)), scales.append(scale)
-            weights.extend(np.rint(span / scale))
-    return (np.array(classes), np.array(starts), np.array(lengths), np.array(scales, dtype=np.float32),
-            np.array(weights, dtype=np.uint16))
+            classes.append(c), starts.append(int(first)), lengths.append(int(stop - first))
+            weights.extend(bank[c, first:stop])
+    return np.array(classes), np.array(starts), np.array(lengths), np.array(weights, dtype=np.float32)
 
 
 def cosine_quarter(period: int) -> np.ndarray:
@@ -167,10 +166,10 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
     dim = config.dim
     widths = [dim] + [spec["shape"][0] for spec in layers]
     starts, lengths, mel_weights = mel_spans(config)
-    spans = chroma_spans(config) if has_chroma else (np.zeros(1, int),) * 3 + (np.zeros(1), np.zeros(1, int))
-    chroma_classes, chroma_starts, chroma_lengths, chroma_scales, chroma_weights = spans
+    spans = chroma_spans(config) if has_chroma else (np.zeros(1, int),) * 3 + (np.zeros(1),)
+    chroma_classes, chroma_starts, chroma_lengths, chroma_weights = spans
     stats16 = _statistics16(arrays, speaker)
-    bits_used = sum(1 << (int(spec["bits"]) - 1) for spec in layers)
+    bits_used = sum(1 << (bits - 1) for bits in {int(spec["bits"]) for spec in layers})  # one bit per width
     window, hop = window_samples(config, window_s, hop_s)
 
     stat_type = "unsigned short" if stats16 is not None else "float"
@@ -192,6 +191,7 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
         f"#define SER_CHROMA_POWER_IS_1 {int(config.chroma_power == 1.0)}",
         f"#define SER_HAS_MFCC {int(has_mfcc)}", f"#define SER_HAS_CHROMA {int(has_chroma)}",
         f"#define SER_NEEDS_DB {int(needs_db)}", f"#define SER_NEEDS_MEL {int(has_mfcc or 'mel' in parts)}",
+        f"#define SER_HAS_MEL {int('mel' in parts)}",
         f"#define SER_HAS_PITCH {int(has_pitch)}", f"#define SER_HAS_SPECTRAL {int(has_spectral)}",
         f"#define SER_YIN_STFT {int(yin_stft)}", f"#define SER_YIN_STEP {yin_step}",
         f"#define SER_YIN_LO {yin_lo}", f"#define SER_YIN_HI {yin_hi}",
@@ -234,7 +234,7 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
         f"extern const unsigned short ser_contrast_count[{len(band_counts)}];",
         "extern const unsigned char ser_chroma_class[SER_CHROMA_SPANS];",
         "extern const unsigned short ser_chroma_start[SER_CHROMA_SPANS];", "extern const unsigned short ser_chroma_length[SER_CHROMA_SPANS];",
-        "extern const float ser_chroma_scale[SER_CHROMA_SPANS];", "extern const unsigned short ser_chroma_weights[SER_CHROMA_NNZ];",
+        "extern const float ser_chroma_weights[SER_CHROMA_NNZ];",
         "", "#endif /* SER_MODEL_H */", "",
     ]
     (out / "ser_model.h").write_text("\n".join(h))
@@ -289,8 +289,7 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
     c.append(_array("unsigned char", "ser_chroma_class", _ints(chroma_classes), len(chroma_classes)))
     c.append(_array("unsigned short", "ser_chroma_start", _ints(chroma_starts), len(chroma_classes)))
     c.append(_array("unsigned short", "ser_chroma_length", _ints(chroma_lengths), len(chroma_classes)))
-    c.append(_array("float", "ser_chroma_scale", _f(chroma_scales), len(chroma_classes)))
-    c.append(_array("unsigned short", "ser_chroma_weights", _ints(chroma_weights), chroma_weights.size))
+    c.append(_array("float", "ser_chroma_weights", _f(chroma_weights), chroma_weights.size))
     (out / "ser_model.c").write_text("\n".join(c))
 
     source = resources.files("ser.runtime") / "c"
@@ -300,5 +299,9 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
         (out / "mcu").mkdir(exist_ok=True)
         for name in MCU_TEMPLATES:
             (out / "mcu" / name).write_text((source / "mcu" / name).read_text())
+        if streaming:
+            (out / "stm32l4").mkdir(exist_ok=True)
+            for name in BOARD_TEMPLATES:
+                (out / "stm32l4" / name).write_text((source / "stm32l4" / name).read_text())
     return {"weight_bytes": weight_bytes, "mel_weights": int(mel_weights.size), "chroma_weights": int(chroma_weights.size),
             "feature_dim": dim, "speaker": speaker, "streaming": streaming, "window": window, "hop": hop}

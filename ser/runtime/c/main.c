@@ -5,7 +5,8 @@
  *   ./ser_cli --stream [--chunk N | --random-chunks SEED] [--speaker stats.txt] in.wav|-
  *        (streaming models: 16-bit samples pushed N at a time (default 256), or in chunks of random sizes
  *        1..4096; one line per window, as `ser listen`: {"start", "end", "samples", "emotion",
- *        "probabilities"[, "speaker_windows"]}; `-` reads raw 16-bit little-endian PCM from stdin)
+ *        "probabilities"[, "speaker_windows"][, "features" when built with -DSER_DECISION_FEATURES=1]};
+ *        `-` reads raw 16-bit little-endian PCM from stdin)
  *
  * WAV: PCM 16-bit or IEEE float 32-bit (clips only), any number of channels (mixed to mono by their mean),
  * at SER_SAMPLE_RATE (no resampling here). stats.txt (speaker-normalised models): the speaker's
@@ -134,6 +135,14 @@ static void print_decision(const ser_decision_t *d) {
            (double)d->end / SER_SAMPLE_RATE, (long)d->start, (long)d->end, ser_class_name(d->emotion));
     print_probabilities(d->probabilities);
     if (SER_SPEAKER && d->speaker_windows > 0) printf(", \"speaker_windows\": %d", d->speaker_windows);
+#if SER_DECISION_FEATURES
+    {
+        int k;
+        printf(", \"features\": [");
+        for (k = 0; k < SER_FEATURE_DIM; ++k) printf("%s%.9g", k ? ", " : "", (double)d->features[k]);
+        printf("]");
+    }
+#endif
     printf("}\n");
 }
 

@@ -40,9 +40,11 @@
 #if defined(__GNUC__)
 #define SER_ALWAYS_INLINE static inline __attribute__((always_inline))
 #define SER_NOINLINE static __attribute__((noinline))
+#define SER_HELPER static __attribute__((unused)) /* a helper some models' settings leave unused */
 #else
 #define SER_ALWAYS_INLINE static inline
 #define SER_NOINLINE static
+#define SER_HELPER static
 #endif
 
 enum { PART_MFCC = 0, PART_CHROMA = 1, PART_MEL = 2, PART_PITCH = 3, PART_SPECTRAL = 4 };
@@ -96,13 +98,13 @@ static struct {
 const char *ser_class_name(int i) { return (i >= 0 && i < SER_N_CLASSES) ? ser_class_names[i] : NULL; }
 
 /* cos(2πk/T) and sin(2πk/T) for 0 <= k <= T/2, T = SER_TWIDDLE_N, from the quarter-wave table. */
-static float cos_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[k] : -ser_cos_quarter[SER_TWIDDLE_N / 2 - k]; }
-static float sin_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[SER_TWIDDLE_N / 4 - k] : ser_cos_quarter[k - SER_TWIDDLE_N / 4]; }
+SER_HELPER float cos_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[k] : -ser_cos_quarter[SER_TWIDDLE_N / 2 - k]; }
+SER_HELPER float sin_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[SER_TWIDDLE_N / 4 - k] : ser_cos_quarter[k - SER_TWIDDLE_N / 4]; }
 
 /* cos(2πi/SER_N_FFT), 0 <= i < SER_N_FFT, and the periodic Hann window 0.5 − 0.5·cos(2πi/SER_N_FFT). */
 #define SER_COS_STRIDE (SER_TWIDDLE_N / SER_N_FFT)
-static float cos_n(int i) { return i <= SER_N_FFT / 2 ? cos_t(i * SER_COS_STRIDE) : cos_t((SER_N_FFT - i) * SER_COS_STRIDE); }
-static float window_at(int i) { return 0.5f - 0.5f * cos_n(i); }
+SER_HELPER float cos_n(int i) { return i <= SER_N_FFT / 2 ? cos_t(i * SER_COS_STRIDE) : cos_t((SER_N_FFT - i) * SER_COS_STRIDE); }
+SER_HELPER float window_at(int i) { return 0.5f - 0.5f * cos_n(i); }
 
 /* -- FFT --------------------------------------------------------------------------------------------------- */
 
@@ -164,7 +166,7 @@ static void fft(float *z, int m, int keep) {
 /* Bins k and m − k (0 < k <= m/2) of the real FFT of 2m samples from the complex FFT z of their m (even, odd)
  * pairs: with E, D the even and odd parts of z[k] and conj(z[m − k]) and t = W·D, W = e^{−2πik/(2m)},
  * X[k] = E − i·t and X[m − k] = conj(E) − i·conj(t): one twiddle for both. */
-static void real_pair(const float *z, int m, int k, float *x) {
+SER_HELPER void real_pair(const float *z, int m, int k, float *x) {
     const float ar = z[2 * k], ai = z[2 * k + 1], br = z[2 * (m - k)], bi = -z[2 * (m - k) + 1];
     const float er = 0.5f * (ar + br), ei = 0.5f * (ai + bi), dr = 0.5f * (ar - br), di = 0.5f * (ai - bi);
     const int w = k * (SER_TWIDDLE_N / (2 * m)); /* <= T/4: the first quadrant */
@@ -187,7 +189,7 @@ SER_ALWAYS_INLINE float split_exponent(float x, long *exponent) {
 /* log2 of a positive normal float: exponent + log2 of the mantissa m (in [√½, √2)) by the series
  * 2/ln 2·(t + t³/3 + … + t⁹/9), t = (m − 1)/(m + 1), |t| < 0.172 (next term < 1e-9): libm's logf and log10f
  * cost five times as much and the dB conversions are 143 per frame. */
-static float log2_positive(float x) {
+SER_HELPER float log2_positive(float x) {
     uint32_t bits;
     int e;
     float m, t, t2;
@@ -286,10 +288,12 @@ static void inverse_bins(float pk, float pkk, int k, int K, float *zk, float *zk
 }
 
 /* The autocorrelation at lags 0..SER_YIN_HI (in steps of SER_YIN_STEP samples) from the conjugated inverse
- * FFT y of K points: lag 2j is Re y[j], lag 2j + 1 is −Im y[j] (unnormalised: the normalisation is scale-free). */
-static void autocorrelation_lags(float *y) {
+ * FFT y of K points: lag 2j is Re y[j], lag 2j + 1 is −Im y[j], over 2K as irfft normalises it (exact YIN
+ * subtracts the frame's energy from it). */
+static void autocorrelation_lags(float *y, int K) {
+    const float scale = 0.5f / (float)K;
     int l;
-    for (l = 1; l <= SER_YIN_HI; l += 2) y[l] = -y[l];
+    for (l = 0; l <= SER_YIN_HI; ++l) y[l] *= l % 2 ? -scale : scale;
 }
 #endif
 
@@ -395,23 +399,12 @@ static void frame_spectrum(const source_t *s) {
 }
 
 /* Σ input(k)·w over a filter's span of bins; input is the power or magnitude column (stride 2). */
-static float span_sum(const float *input, const float *w, int length) {
+SER_HELPER float span_sum(const float *input, const float *w, int length) {
     float acc = 0.0f;
     for (; length >= 4; length -= 4, input += 8, w += 4) acc += input[0] * w[0] + input[2] * w[1] + input[4] * w[2] + input[6] * w[3];
     for (; length > 0; --length, input += 2, ++w) acc += input[0] * w[0];
     return acc;
 }
-
-#if SER_HAS_CHROMA
-/* The same with 16-bit weights (each span's scale applied by the caller): half the flash. */
-static float span_sum16(const float *input, const uint16_t *w, int length) {
-    float acc = 0.0f;
-    for (; length >= 4; length -= 4, input += 8, w += 4)
-        acc += input[0] * (float)w[0] + input[2] * (float)w[1] + input[4] * (float)w[2] + input[6] * (float)w[3];
-    for (; length > 0; --length, input += 2, ++w) acc += input[0] * (float)w[0];
-    return acc;
-}
-#endif
 
 #if SER_NEEDS_MEL
 static void mel_power(void) {
@@ -425,9 +418,9 @@ static void mel_power(void) {
 #endif
 
 /* librosa's power_to_db: 10·log10(max(p, 1e-10)). */
-static float power_to_db(float p) { return 3.01029996f * log2_positive(p > SER_AMIN ? p : SER_AMIN); }
+SER_HELPER float power_to_db(float p) { return 3.01029996f * log2_positive(p > SER_AMIN ? p : SER_AMIN); }
 
-static float floored_db(float p, float floor) {
+SER_HELPER float floored_db(float p, float floor) {
     const float db = power_to_db(p);
     return db > floor ? db : floor;
 }
@@ -572,7 +565,7 @@ static void pitch(const source_t *src) {
         if (k + 1 < SER_YIN_K) r = bit_reverse_next(r, SER_YIN_K);
     }
     fft(z, SER_YIN_K, SER_YIN_HI / 2 + 1);
-    autocorrelation_lags(z);
+    autocorrelation_lags(z, SER_YIN_K);
     yin(z, src);
 }
 #else
@@ -607,7 +600,7 @@ static void pitch(const source_t *src) {
         if (k + 1 < m) r = bit_reverse_next(r, m);
     }
     fft(z, m, SER_YIN_HI / 2 + 1);
-    autocorrelation_lags(z);
+    autocorrelation_lags(z, m);
     yin(z, src);
 }
 #endif
@@ -675,23 +668,21 @@ static void mfcc(float *out) {
 #endif
 
 #if SER_HAS_CHROMA
-/* Chroma: per class, its spans of FFT bins (ser_chroma_class/start/length; 16-bit weights in span order, times
- * each span's scale), from the power (chroma_power 2), the magnitude (1) or power^(chroma_power/2); then
- * scaled to a peak of 1. */
+/* Chroma: per class, its spans of FFT bins (ser_chroma_class/start/length, weights in span order), from the
+ * power (chroma_power 2), the magnitude (1) or power^(chroma_power/2); then scaled to a peak of 1. */
 static void chroma(float *out) {
-    const uint16_t *w = ser_chroma_weights;
+    const float *w = ser_chroma_weights;
     float peak = 0.0f;
     int s, i;
     for (i = 0; i < SER_N_CHROMA; ++i) out[i] = 0.0f;
     for (s = 0; s < SER_CHROMA_SPANS; ++s) {
         const int start = ser_chroma_start[s], length = ser_chroma_length[s];
 #if SER_CHROMA_POWER_IS_2
-        out[ser_chroma_class[s]] += span_sum16(&POWER(start), w, length) * ser_chroma_scale[s];
+        out[ser_chroma_class[s]] += span_sum(&POWER(start), w, length);
 #elif SER_CHROMA_POWER_IS_1
-        out[ser_chroma_class[s]] += span_sum16(&MAGNITUDE(start), w, length) * ser_chroma_scale[s];
+        out[ser_chroma_class[s]] += span_sum(&MAGNITUDE(start), w, length);
 #else
-        for (i = 0; i < length; ++i)
-            out[ser_chroma_class[s]] += powf(POWER(start + i), SER_CHROMA_POWER / 2.0f) * (float)w[i] * ser_chroma_scale[s];
+        for (i = 0; i < length; ++i) out[ser_chroma_class[s]] += powf(POWER(start + i), SER_CHROMA_POWER / 2.0f) * w[i];
 #endif
         w += length;
     }
@@ -731,7 +722,7 @@ static void frame_features(const source_t *src, const floors_t *floors) {
             at += SER_N_CHROMA;
             break;
 #endif
-#if SER_NEEDS_MEL
+#if SER_HAS_MEL
         case PART_MEL:
             for (i = 0; i < SER_N_MELS; ++i) scratch.frame[at++] = SER_MEL_DB ? scratch.db[i] : scratch.mel[i];
             break;
@@ -1194,6 +1185,9 @@ static void decide(window_t *w, int64_t end) {
     ser_decision_t decision;
     int d, b = 0;
     pool_result(&w->pool, raw);
+#if SER_DECISION_FEATURES
+    for (d = 0; d < SER_FEATURE_DIM; ++d) decision.features[d] = raw[d];
+#endif
     decision.start = w->start;
     decision.end = end;
     decision.speaker_windows = 0;

@@ -23,18 +23,26 @@
 extern "C" {
 #endif
 
+#ifndef SER_DECISION_FEATURES
+#define SER_DECISION_FEATURES 0
+#endif
+
 #define SER_OK 0
 #define SER_EINVAL (-1) /* a NULL pointer, a length <= 0, or statistics a model cannot take */
 #define SER_ESTATE (-2) /* ser_push or ser_flush before ser_init (or after ser_flush) */
 
 /* One decision: the window [start, end) of the stream (sample positions since ser_init), its class and
  * the class probabilities; speaker_windows: how many windows the running speaker estimate holds
- * (speaker-normalised models without fixed statistics; else 0). */
+ * (speaker-normalised models without fixed statistics; else 0). Built with -DSER_DECISION_FEATURES=1, also
+ * the window's pooled feature vector (SER_FEATURE_DIM floats more per decision). */
 typedef struct {
     int64_t start, end;
     int emotion;
     float probabilities[SER_N_CLASSES];
     int speaker_windows;
+#if SER_DECISION_FEATURES
+    float features[SER_FEATURE_DIM];
+#endif
 } ser_decision_t;
 
 /* Called from ser_push / ser_flush for each window, in stream order. */
