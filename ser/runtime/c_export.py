@@ -25,7 +25,7 @@ from ser.runtime.listen import window_samples
 TEMPLATES = ("ser.h", "ser.c", "main.c", "Makefile")
 MCU_TEMPLATES = ("startup.c", "probe.c", "bench.c", "mps2_an386.ld")
 BOARD_TEMPLATES = ("README.md", "Makefile", "board.h", "board.c", "main.c", "startup.c", "stm32l475vg.ld")  # streaming models
-CHROMA_KEEP = 1e-5  # chroma weights below this fraction of their bin's largest are left out (features move < 2e-6)
+CHROMA_KEEP = 1e-4  # chroma weights below this fraction of their bin's largest are left out (pooled chroma moves < 3e-5)
 PART_IDS = {"mfcc": 0, "chroma": 1, "mel": 2, "pitch": 3, "spectral": 4}
 STAT_IDS = {"mean": 0, "std": 1}
 
@@ -43,16 +43,19 @@ def _array(ctype: str, name: str, body: str, count: int) -> str:
     return f"const {ctype} {name}[{max(count, 1)}] = {{{body or '0'}}};\n"
 
 
-def mel_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each mel filter's first bin and length (its nonzero span only), and their weights one after another."""
+def mel_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each mel filter's first bin, length (its nonzero span only) and scale, and its weights one filter after
+    another as 16-bit fractions of the filter's largest: mel dB within 2e-4 dB of float32 weights, half the flash."""
     bank = filters.mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
-    starts, lengths, weights = [], [], []
+    starts, lengths, scales, weights = [], [], [], []
     for row in bank:
         nz = np.flatnonzero(row)
         first, length = (int(nz[0]), int(nz[-1] - nz[0] + 1)) if nz.size else (0, 0)
-        starts.append(first), lengths.append(length)
-        weights.append(row[first : first + length])
-    return np.array(starts), np.array(lengths), np.concatenate(weights).astype(np.float32)
+        span = row[first : first + length].astype(np.float64)
+        scale = span.max() / 65535 if length else 1.0
+        starts.append(first), lengths.append(length), scales.append(scale)
+        weights.extend(np.rint(span / scale))
+    return np.array(starts), np.array(lengths), np.array(scales, dtype=np.float32), np.array(weights, dtype=np.uint16)
 
 
 def chroma_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -96,21 +99,18 @@ def contrast_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.nd
     return tuple(np.array(column) for column in zip(*bands))
 
 
-def _statistics16(arrays: dict, speaker: bool) -> dict | None:
-    """The statistics as a 16-bit file stores them (``ser.dsp.storage``: float16 mean in units of the bfloat16
-    deviation), when the model's decoded values are exactly those (else None: the library keeps float32)."""
-    out = {}
-    for prefix in ("feature", "population") if speaker else ("feature",):
-        mean, std = arrays[f"{prefix}_mean"], arrays[f"{prefix}_std"]
-        try:
-            ratio, std_bits = storage.encode_statistics(mean, std)
-        except ValueError:
-            return None
-        decoded = storage.decode_statistics(ratio, std_bits)
-        if not (np.array_equal(decoded[0], mean) and np.array_equal(decoded[1], std)):
-            return None
-        out[prefix] = (ratio.view(np.uint16), std_bits)
-    return out
+def _statistics16(arrays: dict, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Statistics ``prefix``_mean/std as a 16-bit file stores them (``ser.dsp.storage``: float16 mean in units of
+    the bfloat16 deviation), when the model's decoded values are exactly those (else None: float32)."""
+    mean, std = arrays[f"{prefix}_mean"], arrays[f"{prefix}_std"]
+    try:
+        ratio, std_bits = storage.encode_statistics(mean, std)
+    except ValueError:
+        return None
+    decoded = storage.decode_statistics(ratio, std_bits)
+    if not (np.array_equal(decoded[0], mean) and np.array_equal(decoded[1], std)):
+        return None
+    return ratio.view(np.uint16), std_bits
 
 
 def _check(config: FeatureConfig, header: dict) -> None:
@@ -165,14 +165,14 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
     streaming = config.db_floor == "absolute" or not (needs_db or has_spectral)
     dim = config.dim
     widths = [dim] + [spec["shape"][0] for spec in layers]
-    starts, lengths, mel_weights = mel_spans(config)
+    starts, lengths, mel_scales, mel_weights = mel_spans(config)
     spans = chroma_spans(config) if has_chroma else (np.zeros(1, int),) * 3 + (np.zeros(1),)
     chroma_classes, chroma_starts, chroma_lengths, chroma_weights = spans
-    stats16 = _statistics16(arrays, speaker)
+    stats16 = {prefix: _statistics16(arrays, prefix) for prefix in (("feature", "population") if speaker else ("feature",))}
     bits_used = sum(1 << (bits - 1) for bits in {int(spec["bits"]) for spec in layers})  # one bit per width
     window, hop = window_samples(config, window_s, hop_s)
 
-    stat_type = "unsigned short" if stats16 is not None else "float"
+    stat_type = {prefix: "unsigned short" if stats16.get(prefix) is not None else "float" for prefix in ("feature", "population")}
     # The FFT buffer: the frame's spectrum, then power and magnitude of bins 0..n/2 (n + 2 floats); YIN's inverse
     # FFT (stft) behind bin K, or exact YIN's FFT of the frame padded to 2n.
     twiddle_n = 2 * n_fft if has_pitch and not yin_stft else n_fft
@@ -206,7 +206,9 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
         f"#define SER_N_CLASSES {len(classes)}", f"#define SER_N_LAYERS {len(layers)}",
         f"#define SER_MAX_WIDTH {max(widths)}", f"#define SER_SPEAKER {int(speaker)}",
         f"#define SER_PRIOR_WEIGHT {prior_weight!r}", f"#define SER_N_BLOCKS {len(blocks) - 1}",
-        f"#define SER_STREAMING {int(streaming)}", f"#define SER_STATS16 {int(stats16 is not None)}",
+        f"#define SER_STREAMING {int(streaming)}",
+        f"#define SER_FEATURE_STATS16 {int(stats16['feature'] is not None)}",
+        f"#define SER_POPULATION_STATS16 {int(stats16.get('population') is not None)}",
         f"#define SER_BITS_USED {bits_used}",  "",
         f"/* Streaming windows (`ser listen --window {window_s:g} --hop {hop_s:g}`), in samples: the hop is whole frames. */",
         "#ifndef SER_WINDOW", f"#define SER_WINDOW {window}", "#endif",
@@ -223,11 +225,11 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
         "extern const ser_layer_t ser_layers[SER_N_LAYERS];",
         "extern const char *const ser_class_names[SER_N_CLASSES];",
         "extern const int ser_parts[SER_N_PARTS];", "extern const int ser_stats[SER_N_STATS];",
-        *(f"extern const {stat_type} ser_{name}[];" for name in ("feature_mean", "feature_std", "population_mean", "population_std")),
+        *(f"extern const {stat_type[prefix]} ser_{prefix}_{stat}[];" for prefix in ("feature", "population") for stat in ("mean", "std")),
         f"extern const unsigned short ser_blocks[{len(blocks)}];",
         f"extern const float ser_cos_quarter[{twiddle_n // 4 + 1}];", f"extern const float ser_window[{n_fft // 2 + 1}];",
         f"extern const unsigned short ser_mel_start[{n_mels}];", f"extern const unsigned short ser_mel_length[{n_mels}];",
-        "extern const float ser_mel_weights[];",
+        f"extern const float ser_mel_scale[{n_mels}];", "extern const unsigned short ser_mel_weights[];",
         f"extern const float ser_dct_table[{4 * n_mels}];", "extern const float ser_dct0;", "extern const float ser_dct_scale;",
         f"extern const unsigned short ser_contrast_start[{len(band_counts)}];",
         f"extern const unsigned short ser_contrast_stop[{len(band_counts)}];",
@@ -263,22 +265,18 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
     c.append(f"const char *const ser_class_names[SER_N_CLASSES] = {{{names}}};\n")
     c.append(_array("int", "ser_parts", _ints([PART_IDS[p] for p in parts]), len(parts)))
     c.append(_array("int", "ser_stats", _ints([STAT_IDS[s] for s in stats]), len(stats)))
-    for prefix in ("feature", "population") if speaker else ("feature",):
-        mean, std = arrays[f"{prefix}_mean"], arrays[f"{prefix}_std"]
-        if stats16 is not None:
-            c.append(_array(stat_type, f"ser_{prefix}_mean", _ints(stats16[prefix][0]), dim))
-            c.append(_array(stat_type, f"ser_{prefix}_std", _ints(stats16[prefix][1]), dim))
-        else:
-            c.append(_array(stat_type, f"ser_{prefix}_mean", _f(mean), dim))
-            c.append(_array(stat_type, f"ser_{prefix}_std", _f(std), dim))
+    for prefix, narrow in stats16.items():
+        for stat, values in zip(("mean", "std"), narrow or (arrays[f"{prefix}_mean"], arrays[f"{prefix}_std"])):
+            c.append(_array(stat_type[prefix], f"ser_{prefix}_{stat}", _ints(values) if narrow else _f(values), dim))
     if not speaker:
-        c.append(f"const {stat_type} ser_population_mean[1] = {{0}};\nconst {stat_type} ser_population_std[1] = {{1}};\n")
+        c.append("const float ser_population_mean[1] = {0.0f};\nconst float ser_population_std[1] = {1.0f};\n")
     c.append(_array("unsigned short", "ser_blocks", _ints(blocks), len(blocks)))
     c.append(_array("float", "ser_cos_quarter", _f(cosine_quarter(twiddle_n)), twiddle_n // 4 + 1))
     c.append(_array("float", "ser_window", _f(hann_half(n_fft)), n_fft // 2 + 1))
     c.append(_array("unsigned short", "ser_mel_start", _ints(starts), n_mels))
     c.append(_array("unsigned short", "ser_mel_length", _ints(lengths), n_mels))
-    c.append(_array("float", "ser_mel_weights", _f(mel_weights), mel_weights.size))
+    c.append(_array("float", "ser_mel_scale", _f(mel_scales), n_mels))
+    c.append(_array("unsigned short", "ser_mel_weights", _ints(mel_weights), mel_weights.size))
     j = np.arange(4 * n_mels)
     c.append(_array("float", "ser_dct_table", _f(np.cos(np.pi * j / (2 * n_mels)) * np.sqrt(2.0 / n_mels)), j.size))
     c.append(f"const float ser_dct0 = {_f([filters.dct_matrix(1, n_mels)[0, 0]])};\n")

@@ -1,6 +1,7 @@
 """The C library for feature settings no trained fixture covers: a model file written directly (random codes,
 statistics of the features of a few signals), exported, compiled warning-free, and compared with the numpy
-runtime on whole clips (and, where it streams, with `ser listen`): the front end is generic over
+runtime on whole clips (features within 1e-4 of each block's largest value; probabilities of this random,
+sharply peaked network within 1e-3) and, where it streams, with `ser listen`: the front end is generic over
 FeatureConfig, not tuned to one recipe."""
 
 from __future__ import annotations
@@ -74,10 +75,15 @@ def test_the_c_library_computes_what_the_numpy_runtime_does_for_these_settings(n
     pcm = np.rint(signal * 32767).astype(np.int16)
     wav = tmp_path / "clip.wav"
     sf.write(wav, pcm, config.sample_rate, subtype="PCM_16")
+    reference = Extractor(config)(pcm.astype(np.float32) / 32768.0)
+    out = subprocess.run([str(tmp_path / "c" / "ser_cli"), "--features", str(wav)], capture_output=True, text=True,
+                         check=True).stdout
+    features = np.array(json.loads(out)["features"])
+    for block_name, block in config.blocks():
+        assert np.abs(features[block] - reference[block]).max() <= 1e-4 * np.abs(reference[block]).max(), block_name
     out = subprocess.run([str(tmp_path / "c" / "ser_cli"), str(wav)], capture_output=True, text=True, check=True).stdout
     got = np.array([json.loads(out)["probabilities"][k] for k in model.classes])
-    want = model.probabilities(Extractor(config)(pcm.astype(np.float32) / 32768.0))[0]
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(got, model.probabilities(reference)[0], atol=1e-3)
     assert summary["streaming"] == (name != "exact-pitch")
     if summary["streaming"]:
         out = subprocess.run([str(tmp_path / "c" / "ser_cli"), "--stream", "--random-chunks", "5", str(wav)],
@@ -88,4 +94,4 @@ def test_the_c_library_computes_what_the_numpy_runtime_does_for_these_settings(n
         assert len(c) == len(reference) > 2
         for line, ref in zip(c, reference):
             np.testing.assert_allclose([line["probabilities"][k] for k in model.classes],
-                                       [ref["probabilities"][k] for k in model.classes], atol=1e-4)
+                                       [ref["probabilities"][k] for k in model.classes], atol=1e-3)

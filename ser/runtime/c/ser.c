@@ -407,11 +407,20 @@ SER_HELPER float span_sum(const float *input, const float *w, int length) {
 }
 
 #if SER_NEEDS_MEL
+/* The same with 16-bit weights (the filter's scale applied after). */
+static float span_sum16(const float *input, const uint16_t *w, int length) {
+    float acc = 0.0f;
+    for (; length >= 4; length -= 4, input += 8, w += 4)
+        acc += input[0] * (float)w[0] + input[2] * (float)w[1] + input[4] * (float)w[2] + input[6] * (float)w[3];
+    for (; length > 0; --length, input += 2, ++w) acc += input[0] * (float)w[0];
+    return acc;
+}
+
 static void mel_power(void) {
-    const float *w = ser_mel_weights;
+    const uint16_t *w = ser_mel_weights;
     int b;
     for (b = 0; b < SER_N_MELS; ++b) {
-        scratch.mel[b] = span_sum(&POWER(ser_mel_start[b]), w, ser_mel_length[b]);
+        scratch.mel[b] = span_sum16(&POWER(ser_mel_start[b]), w, ser_mel_length[b]) * ser_mel_scale[b];
         w += ser_mel_length[b];
     }
 }
@@ -816,7 +825,7 @@ static void pool_result(const pool_t *p, float *features) {
 
 /* -- the network -------------------------------------------------------------------------------------------- */
 
-#if SER_STATS16
+#if SER_FEATURE_STATS16 || SER_POPULATION_STATS16
 /* A 16-bit file's statistics (ser/dsp/storage.py): the deviation as bfloat16, the mean as float16 in units of
  * it; their product is exact in float32, as the numpy runtime decodes them. */
 static float from_bfloat16(uint16_t bits) {
@@ -839,15 +848,19 @@ static float from_float16(uint16_t h) {
     }
 }
 
-static float stat_std(const uint16_t *std, int d) { return from_bfloat16(std[d]); }
 static float stat_mean(const uint16_t *ratio, const uint16_t *std, int d) { return from_float16(ratio[d]) * from_bfloat16(std[d]); }
+#endif
+#if SER_FEATURE_STATS16
 #define FEATURE_MEAN(d) stat_mean(ser_feature_mean, ser_feature_std, d)
-#define FEATURE_STD(d) stat_std(ser_feature_std, d)
-#define POPULATION_MEAN(d) stat_mean(ser_population_mean, ser_population_std, d)
-#define POPULATION_STD(d) stat_std(ser_population_std, d)
+#define FEATURE_STD(d) from_bfloat16(ser_feature_std[d])
 #else
 #define FEATURE_MEAN(d) ser_feature_mean[d]
 #define FEATURE_STD(d) ser_feature_std[d]
+#endif
+#if SER_POPULATION_STATS16
+#define POPULATION_MEAN(d) stat_mean(ser_population_mean, ser_population_std, d)
+#define POPULATION_STD(d) from_bfloat16(ser_population_std[d])
+#else
 #define POPULATION_MEAN(d) ser_population_mean[d]
 #define POPULATION_STD(d) ser_population_std[d]
 #endif
