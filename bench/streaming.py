@@ -39,8 +39,8 @@ from ser.runtime.model import QuantizedModel
 CLOCK = 80e6
 # Cycles per instruction assumed for the cycle estimate: the front end is single-precision FPU code whose
 # loads take 2 cycles unless pipelined, VMLA/VMLS 3, VSQRT/VDIV 14, taken branches 2-4, run from flash through
-# the ST ART accelerator's prefetch and cache (docs/deploying.md measures the instruction mix behind 1.4).
-CPI_ASSUMED = 1.4
+# the ST ART accelerator's prefetch and cache (docs/deploying.md: the instruction mix behind 1.5).
+CPI_ASSUMED = 1.5
 
 
 def audio(paths: list[Path], rate: int) -> np.ndarray:

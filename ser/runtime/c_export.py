@@ -1,12 +1,14 @@
 """Generate a self-contained C99 library from a ``.serq`` model (``ser export RUN --c DIR``); numpy only.
 
 The library is the numpy runtime (``features.py`` + ``model.py``) in C: the packed weight codes
-as ``const`` arrays at each layer's own width with the layer's grid, the standardisation (and
-population) statistics, each mel filter's nonzero span, a quarter-wave cosine table (FFT
-twiddles and the Hann window), the DCT as a table of its 4·n_mels distinct values, and the
-positions of the chroma filterbank's non-negligible weights (their values are computed at
-start-up into static RAM), and for the pitch and spectral parts YIN's lag range and the contrast
-sub-bands' bin ranges and quantile counts. No heap, libm only. See ser/runtime/c/ser.h for the API.
+as ``const`` arrays at each layer's own width (each row from a byte boundary) with the layer's grid,
+the standardisation (and population) statistics (16-bit where the file stores them so), each mel
+filter's nonzero span (16-bit weights, a scale per filter), the chroma filterbank's non-negligible
+weights as spans of bins per class, a quarter-wave cosine table (FFT twiddles and the Hann window),
+the DCT's cosines, and for the pitch and spectral parts YIN's lag range and the contrast sub-bands'
+bin ranges and quantile counts; for a model whose features need no whole clip, the streaming windows
+(``ser listen``'s) and a firmware for ST's B-L475E-IOT01A (``stm32l4/``). No heap, libm only. See
+ser/runtime/c/ser.h for the API and docs/deploying.md for the measurements.
 """
 
 from __future__ import annotations

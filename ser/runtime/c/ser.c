@@ -108,11 +108,20 @@ SER_HELPER float window_at(int i) { return 0.5f - 0.5f * cos_n(i); }
 
 /* -- FFT --------------------------------------------------------------------------------------------------- */
 
-/* z[r] = z[j] for r the bit reversal of j, over m complex points (m a power of two). */
+/* The bit reversal (over log2 m bits, m a power of two) of j + 1, given r, that of j: an increment counted from
+ * the top bit down. Cortex-M3/M4/M7 reverse a word in one instruction (RBIT): rev(j + 1) = rbit(rbit(r) + 2^32/m). */
 static int bit_reverse_next(int r, int m) {
+#if defined(__GNUC__) && (defined(__ARM_ARCH_7EM__) || defined(__ARM_ARCH_7M__))
+    unsigned word;
+    __asm__("rbit %0, %1" : "=r"(word) : "r"((unsigned)r));
+    word += 1u << (__builtin_clz((unsigned)m) + 1);
+    __asm__("rbit %0, %1" : "=r"(word) : "r"(word));
+    return (int)word;
+#else
     int bit = m >> 1;
     while (r & bit) { r ^= bit; bit >>= 1; }
     return r | bit;
+#endif
 }
 
 /* In-place complex FFT of m points (interleaved re, im; m a power of two, m <= SER_TWIDDLE_N / 2) given in
