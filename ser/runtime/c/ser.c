@@ -35,6 +35,8 @@
 #define SER_YIN_K (SER_N_FFT / (2 * SER_YIN_STEP)) /* complex points of YIN's inverse FFT (stft) */
 /* The DCT by an FFT of n_mels/2 points where n_mels is a power of two whose 4·n_mels divides the cosine table's period. */
 #define SER_DCT_FFT (SER_N_MELS >= 8 && (SER_N_MELS & (SER_N_MELS - 1)) == 0 && SER_TWIDDLE_N % (4 * SER_N_MELS) == 0)
+/* The frame's first FFT stage done while loading it, where that stage is radix-4 (log2 of SER_M even). */
+#define SER_FUSED_LOAD (SER_STREAMING && SER_M >= 16 && (SER_M & 0x55555555) != 0)
 #define SER_MAGNITUDES (SER_HAS_SPECTRAL || (SER_HAS_CHROMA && SER_CHROMA_POWER_IS_1)) /* beside the power */
 
 #if defined(__GNUC__)
@@ -90,7 +92,7 @@ static struct {
     float pitch[3];         /* log F0, periodicity, voiced */
 #endif
 #if SER_HAS_SPECTRAL
-    float low[SER_CONTRAST_MAX_COUNT], high[SER_CONTRAST_MAX_COUNT]; /* a sub-band's smallest / largest magnitudes */
+    uint32_t low[SER_CONTRAST_MAX_COUNT], high[SER_CONTRAST_MAX_COUNT]; /* a sub-band's smallest / largest magnitudes (bits) */
 #endif
     pool_t clip_pool;       /* the clip API's */
 } scratch;
@@ -127,10 +129,11 @@ static int bit_reverse_next(int r, int m) {
 /* In-place complex FFT of m points (interleaved re, im; m a power of two, m <= SER_TWIDDLE_N / 2) given in
  * bit-reversed order, out in natural order: decimation in time, two radix-2 stages fused into one radix-4
  * butterfly (three twiddle products instead of four), a single radix-2 stage first when log2(m) is odd.
- * Outputs 0..keep−1 are needed (keep <= m): the last stage skips the butterflies that feed none of them. */
-static void fft(float *z, int m, int keep) {
-    int h = 1, s, k;
-    if ((m & 0x55555555) == 0) { /* log2(m) odd: one radix-2 stage (twiddle 1) */
+ * Outputs 0..keep−1 are needed (keep <= m): the last stage skips the butterflies that feed none of them.
+ * first: 1, or 4 where the caller did the first radix-4 stage itself (load_ring_first_stage). */
+static void fft(float *z, int m, int keep, int first) {
+    int h = first, s, k;
+    if (first == 1 && (m & 0x55555555) == 0) { /* log2(m) odd: one radix-2 stage (twiddle 1) */
         for (s = 0; s < 2 * m; s += 4) {
             float *a = z + s, *b = a + 2, tr = b[0], ti = b[1];
             b[0] = a[0] - tr; b[1] = a[1] - ti;
@@ -216,7 +219,7 @@ SER_HELPER float log2_positive(float x) {
  * in place: bins k and SER_M − k come from the same two complex points and one twiddle. With spectral parts,
  * the sums over the bins they need on the way: Σp, Σmax(p, 1e-10), Σm, Σm·k, Σm·k², and Π max(p, 1e-10)
  * (flatness: a mantissa and an exponent; p >= 1e-10 and p < 2^64, so two of them and a mantissa stay normal). */
-static void power_spectrum(float *z) {
+SER_NOINLINE void power_spectrum(float *z) {
     const float dc = z[0] + z[1], nyquist = z[0] - z[1];
     const float *cosine = ser_cos_quarter + SER_COS_STRIDE, *sine = ser_cos_quarter + SER_TWIDDLE_N / 4 - SER_COS_STRIDE;
     float *lo = z + 2, *hi = z + 2 * (SER_M - 1);
@@ -401,9 +404,49 @@ SER_NOINLINE void load_frame(const source_t *s, float *z, int m, int windowed) {
 }
 
 /* Power (and magnitude) spectrum of the frame into scratch.u.fft. */
+#if SER_FUSED_LOAD
+/* A frame that is all audio, from the ring at `base`, windowed and scaled straight into the output of the
+ * FFT's first radix-4 stage (whose twiddles are all 1): points 4s..4s+3 hold pairs j0, j0 + m/2, j0 + m/4,
+ * j0 + 3m/4 of the frame (j0 the bit reversal of s over log2(m/4) bits), i.e. samples 2·j0 and 2·j0 + 1 of
+ * each quarter of it, whose four windows come from one cosine and one sine. Half the instructions of
+ * loading pairs one by one and running that stage after. */
+SER_NOINLINE void load_ring_first_stage(float *z, const int16_t *ring, unsigned base) {
+    enum { QUARTER = SER_N_FFT / 4 };
+    const float a = 0.5f / 32768.0f; /* the window's 0.5, and int16 to [-1, 1) */
+    const float *cosine = ser_cos_quarter, *sine = ser_cos_quarter + QUARTER * SER_COS_STRIDE;
+    int j0, s = 0;
+    for (j0 = 0; j0 < SER_M / 4; ++j0, cosine += 2 * SER_COS_STRIDE, sine -= 2 * SER_COS_STRIDE) {
+        const unsigned at = base + 2u * (unsigned)j0;
+        const float c0 = a * cosine[0], c1 = a * cosine[SER_COS_STRIDE], s0 = a * sine[0], s1 = a * sine[-SER_COS_STRIDE];
+#define RING_AT(offset) ((float)ring[(at + (unsigned)(offset)) & (SER_N_FFT - 1)])
+        const float p0r = RING_AT(0) * (a - c0), p0i = RING_AT(1) * (a - c1);                     /* w = ½ − ½cos θ */
+        const float p1r = RING_AT(QUARTER) * (a + s0), p1i = RING_AT(QUARTER + 1) * (a + s1);     /* ½ + ½sin θ */
+        const float p2r = RING_AT(2 * QUARTER) * (a + c0), p2i = RING_AT(2 * QUARTER + 1) * (a + c1); /* ½ + ½cos θ */
+        const float p3r = RING_AT(3 * QUARTER) * (a - s0), p3i = RING_AT(3 * QUARTER + 1) * (a - s1); /* ½ − ½sin θ */
+#undef RING_AT
+        const float ar = p0r + p2r, ai = p0i + p2i, br = p0r - p2r, bi = p0i - p2i;
+        const float cr = p1r + p3r, ci = p1i + p3i, dr = p1r - p3r, di = p1i - p3i;
+        float *o = z + 8 * s;
+        o[0] = ar + cr; o[1] = ai + ci;
+        o[2] = br + di; o[3] = bi - dr;
+        o[4] = ar - cr; o[5] = ai - ci;
+        o[6] = br - di; o[7] = bi + dr;
+        s = bit_reverse_next(s, SER_M / 4);
+    }
+}
+#endif
+
 static void frame_spectrum(const source_t *s) {
+#if SER_FUSED_LOAD
+    if (s->ring != NULL && s->lo <= s->first && s->hi >= s->first + SER_N_FFT) { /* all audio: most frames */
+        load_ring_first_stage(scratch.u.fft, s->ring, (unsigned)(s->first & (SER_N_FFT - 1)));
+        fft(scratch.u.fft, SER_M, SER_M, 4);
+        power_spectrum(scratch.u.fft);
+        return;
+    }
+#endif
     load_frame(s, scratch.u.fft, SER_M, 1);
-    fft(scratch.u.fft, SER_M, SER_M);
+    fft(scratch.u.fft, SER_M, SER_M, 1);
     power_spectrum(scratch.u.fft);
 }
 
@@ -450,13 +493,16 @@ static float mean_square(void) {
 }
 
 /* Means of the smallest and of the largest ser_contrast_count[b] magnitudes of sub-band b (an
- * insertion-sorted window of each: a partial sort, count is small; most bins pass both thresholds). */
-static void contrast_band(int b, float *peak, float *valley) {
+ * insertion-sorted window of each: a partial sort, count is small; most bins pass both thresholds). The
+ * magnitudes are compared as the integers their bits are: the same order for floats >= 0, and cheaper. */
+SER_NOINLINE void contrast_band(int b, float *peak, float *valley) {
     const int count = ser_contrast_count[b], start = ser_contrast_start[b], stop = ser_contrast_stop[b];
-    float *low = scratch.low, *high = scratch.high, sum_low = 0.0f, sum_high = 0.0f, low_top, high_bottom;
-    int k, i, j;
+    uint32_t *low = scratch.low, *high = scratch.high, low_top, high_bottom;
+    float sum_low = 0.0f, sum_high = 0.0f;
+    int k, i;
     for (k = start; k < start + count; ++k) { /* the first count bins start both windows */
-        const float m = MAGNITUDE(k);
+        uint32_t m;
+        memcpy(&m, &MAGNITUDE(k), sizeof m);
         for (i = k - start; i > 0 && low[i - 1] > m; --i) low[i] = low[i - 1];
         low[i] = m;
         for (i = k - start; i > 0 && high[i - 1] < m; --i) high[i] = high[i - 1];
@@ -465,19 +511,26 @@ static void contrast_band(int b, float *peak, float *valley) {
     low_top = low[count - 1];
     high_bottom = high[count - 1];
     for (; k < stop; ++k) {
-        const float m = MAGNITUDE(k);
+        uint32_t m;
+        memcpy(&m, &MAGNITUDE(k), sizeof m);
         if (m < low_top) { /* low: ascending */
             for (i = count - 1; i > 0 && low[i - 1] > m; --i) low[i] = low[i - 1];
             low[i] = m;
             low_top = low[count - 1];
         }
         if (m > high_bottom) { /* high: descending */
-            for (j = count - 1; j > 0 && high[j - 1] < m; --j) high[j] = high[j - 1];
-            high[j] = m;
+            for (i = count - 1; i > 0 && high[i - 1] < m; --i) high[i] = high[i - 1];
+            high[i] = m;
             high_bottom = high[count - 1];
         }
     }
-    for (i = 0; i < count; ++i) { sum_low += low[i]; sum_high += high[i]; }
+    for (i = 0; i < count; ++i) {
+        float l, h;
+        memcpy(&l, &low[i], sizeof l);
+        memcpy(&h, &high[i], sizeof h);
+        sum_low += l;
+        sum_high += h;
+    }
     *valley = sum_low / (float)count;
     *peak = sum_high / (float)count;
 }
@@ -582,7 +635,7 @@ static void pitch(const source_t *src) {
         z[2 * r + 1] = zk[1];
         if (k + 1 < SER_YIN_K) r = bit_reverse_next(r, SER_YIN_K);
     }
-    fft(z, SER_YIN_K, SER_YIN_HI / 2 + 1);
+    fft(z, SER_YIN_K, SER_YIN_HI / 2 + 1, 1);
     autocorrelation_lags(z, SER_YIN_K);
     yin(z, src);
 }
@@ -596,7 +649,7 @@ static void pitch(const source_t *src) {
     float *z = scratch.u.fft;
     int k, r;
     load_frame(src, z, m, 0);
-    fft(z, m, m);
+    fft(z, m, m, 1);
     for (k = 1; 2 * k <= m; ++k) {
         float x[4], zk[2], zkk[2];
         real_pair(z, m, k, x);
@@ -617,7 +670,7 @@ static void pitch(const source_t *src) {
         }
         if (k + 1 < m) r = bit_reverse_next(r, m);
     }
-    fft(z, m, SER_YIN_HI / 2 + 1);
+    fft(z, m, SER_YIN_HI / 2 + 1, 1);
     autocorrelation_lags(z, m);
     yin(z, src);
 }
@@ -638,7 +691,7 @@ static void mfcc(float *out) {
         z[2 * r + 1] = 2 * j + 1 < M ? scratch.db[4 * j + 2] : scratch.db[2 * N - 3 - 4 * j];
         if (j + 1 < M) r = bit_reverse_next(r, M);
     }
-    fft(z, M, M);
+    fft(z, M, M, 1);
     v0 = z[0] + z[1];
     vm = z[0] - z[1];
     for (k = 1; 2 * k <= M; ++k) {
