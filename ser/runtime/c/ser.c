@@ -291,8 +291,8 @@ SER_NOINLINE void power_spectrum(float *z) {
  * autocorrelation of a real signal of 2K samples from its power spectrum pk = P(k), pkk = P(K − k):
  * Z(k) = S − sin θ·D + i cos θ·D, S, D = P(k) ± P(K − k), θ = 2πk/(2K); Z(K − k) has −cos θ and −D. */
 static void inverse_bins(float pk, float pkk, int k, int K, float *zk, float *zkk) {
-    const int w = k * (SER_TWIDDLE_N / (2 * K));
-    const float c = cos_t(w), sn = sin_t(w), s = pk + pkk, d = pk - pkk;
+    const int w = k * (SER_TWIDDLE_N / (2 * K)); /* k <= K/2: θ <= π/2 */
+    const float c = ser_cos_quarter[w], sn = ser_cos_quarter[SER_TWIDDLE_N / 4 - w], s = pk + pkk, d = pk - pkk;
     zk[0] = s - sn * d;
     zk[1] = -c * d;
     zkk[0] = s + sn * d;
@@ -622,18 +622,19 @@ static void yin(float *a, const source_t *src) {
  * written): the inverse FFT of K points behind bin K, then YIN. */
 static void pitch(const source_t *src) {
     float *z = scratch.u.fft + 2 * SER_YIN_K + 2;
-    int k, r = 0;
-    for (k = 0; k < SER_YIN_K; ++k) { /* Z(k) into bit-reversed order */
+    int k, r = 0, before = 0; /* r: the bit reversal of k; before: of k − 1 */
+    z[0] = POWER(0) + POWER(SER_YIN_K); /* Z(0) */
+    z[1] = -(POWER(0) - POWER(SER_YIN_K));
+    for (k = 1; 2 * k <= SER_YIN_K; ++k) { /* Z(k), Z(K − k) from one twiddle, into bit-reversed order */
         float zk[2], zkk[2];
-        if (k == 0) {
-            zk[0] = POWER(0) + POWER(SER_YIN_K);
-            zk[1] = -(POWER(0) - POWER(SER_YIN_K));
-        } else {
-            inverse_bins(POWER(k), POWER(SER_YIN_K - k), k, SER_YIN_K, zk, zkk);
-        }
+        const int far = SER_YIN_K - 1 - before; /* K − k = ~(k − 1): its reversal is ~rev(k − 1) */
+        r = bit_reverse_next(before, SER_YIN_K);
+        inverse_bins(POWER(k), POWER(SER_YIN_K - k), k, SER_YIN_K, zk, zkk);
         z[2 * r] = zk[0];
         z[2 * r + 1] = zk[1];
-        if (k + 1 < SER_YIN_K) r = bit_reverse_next(r, SER_YIN_K);
+        z[2 * far] = zkk[0];
+        z[2 * far + 1] = zkk[1];
+        before = r;
     }
     fft(z, SER_YIN_K, SER_YIN_HI / 2 + 1, 1);
     autocorrelation_lags(z, SER_YIN_K);
