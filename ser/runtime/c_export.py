@@ -208,7 +208,7 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
         f"#define SER_N_CLASSES {len(classes)}", f"#define SER_N_LAYERS {len(layers)}",
         f"#define SER_MAX_WIDTH {max(widths)}", f"#define SER_SPEAKER {int(speaker)}",
         f"#define SER_PRIOR_WEIGHT {prior_weight!r}", f"#define SER_N_BLOCKS {len(blocks) - 1}",
-        f"#define SER_STREAMING {int(streaming)}",
+        f"#define SER_STREAMING {int(streaming)}", f"#define SER_RECORDS {1 << (n_fft // config.hop_length + 1).bit_length()}",
         f"#define SER_FEATURE_STATS16 {int(stats16['feature'] is not None)}",
         f"#define SER_POPULATION_STATS16 {int(stats16.get('population') is not None)}",
         f"#define SER_BITS_USED {bits_used}",  "",

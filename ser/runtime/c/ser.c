@@ -1140,7 +1140,8 @@ typedef struct {
     pool_t pool;
 } window_t;
 
-#define SER_RECORDS (SER_N_FFT / SER_HOP + 2) /* frame starts passed whose frames may still be computed */
+/* SER_RECORDS (ser_model.h): frame starts passed whose frames may still be computed, SER_N_FFT / SER_HOP + 2 at
+ * most, rounded up to a power of two so that a frame's slot is its index's low bits however long the stream runs. */
 
 static struct {
     int live;
@@ -1190,7 +1191,7 @@ static changes_t changes_before(int64_t p, const window_t *w, int64_t j) {
     static const changes_t none = {0, 0};
     if (p <= 0) return none;
     if (w != NULL && p == w->start) return w->before;
-    return stream.record[(uint32_t)j % SER_RECORDS];
+    return stream.record[(uint32_t)j & (SER_RECORDS - 1)];
 }
 
 /* The zero-crossing rate of the frame from `first` whose audio is [lo, now): the sign changes inside the audio
@@ -1361,7 +1362,7 @@ static int events(void) {
     const int64_t now = stream.seen;
     int i, made = 0;
     if (stream.next_record * SER_HOP - SER_N_FFT / 2 == now) { /* a frame starts here: the count before it */
-        changes_t *r = &stream.record[(uint32_t)stream.next_record % SER_RECORDS];
+        changes_t *r = &stream.record[(uint32_t)stream.next_record & (SER_RECORDS - 1)];
         r->changes = stream.changes;
         r->negative = stream.last < 0;
         ++stream.next_record;
