@@ -5,7 +5,7 @@
  *   window) → periodic Hann window → real FFT (a radix-2² complex FFT of SER_N_FFT/2 points) → power
  *   spectrum → mel power (Slaney triangles, each stored as its nonzero span) → dB (10·log10, floored
  *   SER_TOP_DB below the clip's peak, or at −SER_TOP_DB dB) → MFCC (orthonormal DCT-II); chroma (Ellis
- *   filterbank, stored per FFT bin as its run of classes, peak-normalised per frame); mel (power or dB);
+ *   filterbank, stored per class as spans of bins, peak-normalised per frame); mel (power or dB);
  *   pitch (YIN: the autocorrelation from the STFT's power by a short inverse FFT, or of the unwindowed
  *   frame by FFTs of 2·SER_N_FFT points; cumulative-mean-normalised difference, first trough below the
  *   threshold else the deepest, parabolic refinement → log F0, periodicity, voiced); spectral shape
@@ -99,9 +99,9 @@ static struct {
 
 const char *ser_class_name(int i) { return (i >= 0 && i < SER_N_CLASSES) ? ser_class_names[i] : NULL; }
 
-/* cos(2πk/T) and sin(2πk/T) for 0 <= k <= T/2, T = SER_TWIDDLE_N, from the quarter-wave table. */
+/* cos(2πk/T) for 0 <= k <= T/2, T = SER_TWIDDLE_N, from the quarter-wave table (sin(2πk/T) is Q[T/4 − k] for
+ * k <= T/4: every twiddle is taken in the first quadrant). */
 SER_HELPER float cos_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[k] : -ser_cos_quarter[SER_TWIDDLE_N / 2 - k]; }
-SER_HELPER float sin_t(int k) { return k <= SER_TWIDDLE_N / 4 ? ser_cos_quarter[SER_TWIDDLE_N / 4 - k] : ser_cos_quarter[k - SER_TWIDDLE_N / 4]; }
 
 /* cos(2πi/SER_N_FFT), 0 <= i < SER_N_FFT, and the periodic Hann window 0.5 − 0.5·cos(2πi/SER_N_FFT). */
 #define SER_COS_STRIDE (SER_TWIDDLE_N / SER_N_FFT)
