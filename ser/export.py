@@ -657,19 +657,20 @@ def write_onnx(source: ExportSource, path: str | Path) -> None:
                           dynamic_shapes=tuple({0: batch} for _ in names), external_data=False, verbose=False)
 
 
-def write_c(source: ExportSource, out_dir: str | Path, serq: str | Path | None = None) -> dict:
+def write_c(source: ExportSource, out_dir: str | Path, serq: str | Path | None = None, window_s: float = 2.0,
+            hop_s: float = 0.5) -> dict:
     """The C library of the model: generated from its ``.serq`` file (written first, to a temporary file
-    when ``serq`` is None), so that the C constants are exactly the file's."""
+    when ``serq`` is None), so that the C constants are exactly the file's; streaming windows as ``ser listen``'s."""
     import tempfile
 
     from ser.runtime import c_export
 
     if serq is not None:
-        return c_export.generate(serq, out_dir)
+        return c_export.generate(serq, out_dir, window_s=window_s, hop_s=hop_s)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.serq"
         write_serq(source, path)
-        return c_export.generate(path, out_dir)
+        return c_export.generate(path, out_dir, window_s=window_s, hop_s=hop_s)
 
 
 def _grids(source: ExportSource) -> str:
@@ -687,9 +688,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--c", type=Path, metavar="DIR", dest="c_dir",
                         help="also (or only) write a self-contained C99 library of the model (ser_predict, no heap, "
                         "libm only) and its CLI into DIR (docs/deploying.md)")
+    parser.add_argument("--window", type=float, default=2.0, help="with --c: seconds per decision of the streaming API, "
+                        "as `ser listen --window` (default 2)")
+    parser.add_argument("--hop", type=float, default=0.5, help="with --c: seconds between decisions, rounded to whole "
+                        "feature frames as `ser listen --hop` (default 0.5)")
     args = parser.parse_args(argv)
     if args.output is None and args.onnx is None and args.c_dir is None:
         parser.error("give -o model.serq, --onnx model.onnx and/or --c DIR")
+    if args.window <= 0 or args.hop <= 0:
+        parser.error("--window and --hop must be positive")
     try:
         source = ExportSource.load(args.source, args.bits)
         if args.c_dir is not None and source.graph is not None:
@@ -704,8 +711,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_onnx(source, args.onnx)
             print(f"wrote {args.onnx}")
         if args.c_dir is not None:
-            write_c(source, args.c_dir, args.output)
-            print(f"wrote {args.c_dir}/: the C library (ser.h, ser.c, ser_model.[ch]) and its CLI (main.c; make)")
+            summary = write_c(source, args.c_dir, args.output, args.window, args.hop)
+            print(f"wrote {args.c_dir}/: the C library (ser.h, ser.c, ser_model.[ch]) and its CLI (main.c; make)"
+                  + (f"; streaming, a decision every {summary['hop']} samples over {summary['window']}, and a project for "
+                     "the B-L475E-IOT01A board (stm32l4/)" if summary["streaming"] else
+                     "; whole clips only (dB floors below each clip's peak: data.features.db_floor=peak)"))
     except SERError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ import torch
 
 from ser.dsp import filters
 
-__all__ = ["contrast", "mean_square", "spectral_shape", "yin", "zero_crossing_rate"]
+__all__ = ["contrast", "mean_square", "spectral_shape", "yin", "yin_stft", "zero_crossing_rate"]
 
 
 def yin(frames: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,20 +36,43 @@ def yin(frames: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float, th
     acf = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(), n=2 * n)[..., : hi + 1]
     energy = frames[..., :hi].square().cumsum(-1)  # sum of y[m]^2 for m < k, k = 1..hi
     diff = 2 * (acf[..., :1] - acf[..., 1:]) - energy  # d(k), k = 1..hi
-    lags = torch.arange(1, hi + 1, device=frames.device, dtype=frames.dtype)
+    period, periodicity = _dip(diff, acf[..., :1], lo, threshold)
+    return sample_rate / period, periodicity
+
+
+def yin_stft(power: torch.Tensor, sample_rate: int, n_fft: int, f0_min: float, f0_max: float,
+             threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """YIN (``yin``) on the autocorrelation of the STFT's Hann-windowed frame, from its power spectrum ``power``
+    (B, T, bins): the inverse FFT of the bins below ``sample_rate / (2·step)`` (``filters.yin_stft_lags``), so
+    the periods are searched in steps of ``step`` samples, and the difference is YIN's 2·(r(0) − r(τ)).
+
+    No FFT of its own and a short inverse one: what a microcontroller can afford per frame (one FFT of
+    2·n_fft points and a second one pruned to the lags, otherwise).
+    """
+    step, lo, hi = filters.yin_stft_lags(sample_rate, n_fft, f0_min, f0_max)
+    half = n_fft // (2 * step)
+    acf = torch.fft.irfft(power[..., : half + 1], n=2 * half)[..., : hi + 1]
+    period, periodicity = _dip(2 * (acf[..., :1] - acf[..., 1:]), acf[..., :1], lo, threshold)
+    return sample_rate / (step * period), periodicity
+
+
+def _dip(diff: torch.Tensor, acf0: torch.Tensor, lo: int, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Period (in lags, refined) and periodicity from YIN's difference ``diff`` at lags 1..hi: its cumulative-mean
+    normalisation over lags ``lo``..hi, the first trough below ``threshold`` (else the deepest); no dip where the
+    frame is silent (``acf0``, its autocorrelation at lag 0, is 0)."""
+    lags = torch.arange(1, diff.shape[-1] + 1, device=diff.device, dtype=diff.dtype)
     running_mean = diff.cumsum(-1) / lags
-    tiny = torch.finfo(frames.dtype).tiny
+    tiny = torch.finfo(diff.dtype).tiny
     cmnd = diff[..., lo - 1 :] / (running_mean[..., lo - 1 :] + tiny)  # lags lo..hi
-    cmnd = torch.where(acf[..., :1] > tiny, cmnd, torch.ones_like(cmnd))
+    cmnd = torch.where(acf0 > tiny, cmnd, torch.ones_like(cmnd))
     trough = torch.zeros_like(cmnd, dtype=torch.bool)
     trough[..., 1:-1] = (cmnd[..., 1:-1] < cmnd[..., :-2]) & (cmnd[..., 1:-1] <= cmnd[..., 2:])
     trough[..., 0] = cmnd[..., 0] < cmnd[..., 1]
     trough[..., -1] = cmnd[..., -1] < cmnd[..., -2]
     below = trough & (cmnd < threshold)
     index = torch.where(below.any(-1), below.to(torch.uint8).argmax(-1), cmnd.argmin(-1))
-    period = lo + index.to(frames.dtype) + _parabolic_shift(cmnd, index)
-    periodicity = (1 - cmnd.amin(-1)).clamp(0, 1)
-    return sample_rate / period, periodicity
+    period = lo + index.to(diff.dtype) + _parabolic_shift(cmnd, index)
+    return period, (1 - cmnd.amin(-1)).clamp(0, 1)
 
 
 def _parabolic_shift(curve: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,10 @@ class FeatureExtractor:
         if "mel" in c.parts:
             out["mel"] = mel_db if c.mel_db else mel_power
         if "pitch" in c.parts:
-            f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
+            if c.yin_acf == "stft":
+                f0, periodicity = descriptors.yin_stft(power, c.sample_rate, c.n_fft, c.f0_min, c.f0_max, c.yin_threshold)
+            else:
+                f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
             voiced = (periodicity > 1 - c.voicing_threshold).to(periodicity.dtype)
             out["pitch"] = torch.stack([f0.log(), periodicity, voiced], dim=1)
         if "spectral" in c.parts:
@@ -271,8 +274,10 @@ class FeatureExtractor:
 
     def _power_to_db(self, power: torch.Tensor, valid: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """librosa's power_to_db (ref 1, amin 1e-10), floored ``top_db`` below each utterance's peak
-        (the peak of ``reference`` where given)."""
+        (the peak of ``reference`` where given), or with ``db_floor="absolute"`` at −``top_db`` dB."""
         db = 10.0 * torch.log10(power.clamp_min(1e-10))
+        if self.config.db_floor == "absolute":
+            return db.clamp_min(-self.config.top_db)
         ref = db if reference is None else 10.0 * torch.log10(reference.clamp_min(1e-10))
         peak = ref.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2), keepdim=True)
         return torch.maximum(db, peak - self.config.top_db)

@@ -14,6 +14,12 @@ POOLING = ("stats", "none")
 PITCH = ("log_f0", "periodicity", "voiced")  # YIN (ser.data.descriptors.yin); log_f0 pooled over voiced frames only
 SPECTRAL = ("rms_db", "zcr", "centroid", "bandwidth", "rolloff", "flatness")  # then one contrast per sub-band
 CROPS = ("center", "start")
+DB_FLOORS = ("peak", "absolute")  # top_db below the utterance's peak (librosa), or at -top_db dB (one pass: streaming)
+YIN_ACF = ("frame", "stft")  # YIN's autocorrelation: the unwindowed frame's (librosa.yin), or the STFT power's
+# Options added after models and caches existed, with the value that reproduces them: to_dict() leaves them
+# out at that value, so the feature settings of a .serq header, an enrolment file and the cache key stay
+# what they were (and an older reader still loads the file).
+LATER_DEFAULTS = {"db_floor": "peak", "yin_acf": "frame"}
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,14 @@ class FeatureConfig:
     fmin: float = 0.0
     fmax: float | None = None
     top_db: float = 80.0
+    db_floor: str = "peak"
     chroma_power: float = 2.0
     tuning: float = 0.0
     mel_db: bool = False
     f0_min: float = 60.0
     f0_max: float = 500.0
     yin_threshold: float = 0.1
+    yin_acf: str = "frame"
     voicing_threshold: float = 0.2
     roll_percent: float = 0.85
     contrast_fmin: float = 200.0
@@ -61,6 +69,10 @@ class FeatureConfig:
             raise SERError(f"data.features.pooling={self.pooling!r} must be one of {', '.join(POOLING)}")
         if self.crop not in CROPS:
             raise SERError(f"data.features.crop={self.crop!r} must be one of {', '.join(CROPS)}")
+        if self.db_floor not in DB_FLOORS:
+            raise SERError(f"data.features.db_floor={self.db_floor!r} must be one of {', '.join(DB_FLOORS)}")
+        if self.yin_acf not in YIN_ACF:
+            raise SERError(f"data.features.yin_acf={self.yin_acf!r} must be one of {', '.join(YIN_ACF)}")
         if self.frames < 1:
             raise SERError(f"data.features.frames={self.frames} must be at least 1")
         if "pitch" in self.parts and not 0 < self.f0_min < self.f0_max <= self.sample_rate / 2:
@@ -68,6 +80,9 @@ class FeatureConfig:
         if "pitch" in self.parts and self.sample_rate / self.f0_min >= self.n_fft:
             raise SERError(f"data.features.f0_min={self.f0_min} Hz has a period longer than the n_fft={self.n_fft} frame; "
                            f"raise it above {self.sample_rate / self.n_fft:.1f} Hz")
+        if "pitch" in self.parts and self.yin_acf == "stft" and self.sample_rate / self.f0_min > self.n_fft / 2:
+            raise SERError(f"data.features.yin_acf=stft needs the period of f0_min={self.f0_min} Hz within half the "
+                           f"n_fft={self.n_fft} frame; raise it to {2 * self.sample_rate / self.n_fft:.1f} Hz or more")
         if "spectral" in self.parts and self.contrast_fmin * 2 ** (self.contrast_bands - 1) >= self.sample_rate / 2:
             raise SERError(f"data.features.contrast_bands={self.contrast_bands} octaves from contrast_fmin={self.contrast_fmin} Hz "
                            f"pass Nyquist ({self.sample_rate / 2} Hz)")
@@ -121,4 +136,5 @@ class FeatureConfig:
         return (self.dim,) if self.pooled else (self.frame_dim, self.frames)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+                if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}

@@ -122,3 +122,21 @@ def yin_lags(sample_rate: int, n_fft: int, f0_min: float, f0_max: float) -> tupl
     """The periods (in samples, inclusive) YIN searches: ``floor(sr / f0_max) .. ceil(sr / f0_min)``,
     at most ``n_fft - 1``, as ``librosa.yin`` bounds them."""
     return int(sample_rate // f0_max), min(int(-(-sample_rate // f0_min)), n_fft - 1)
+
+
+def yin_stft_lags(sample_rate: int, n_fft: int, f0_min: float, f0_max: float) -> tuple[int, int, int]:
+    """YIN on the STFT's power spectrum (``data.features.yin_acf=stft``): the lag step in samples and the
+    periods searched, ``lo .. hi`` in steps.
+
+    The autocorrelation is the inverse FFT of the power of the bins up to ``sample_rate / (2·step)``
+    (``n_fft // step`` points): the step is the largest power of two whose band still holds 5 harmonics of
+    ``f0_max`` (4 at 22,050 Hz, i.e. 0–2.76 kHz and periods in 0.18 ms steps, as YIN on audio decimated to
+    5.5 kHz), so the inverse is a short one. The periods run ``floor(sr / f0_max)`` .. ``ceil(sr / f0_min)``
+    samples, as ``yin_lags`` bounds them, in steps, at most half the shortened autocorrelation.
+    """
+    step = 1
+    while sample_rate / (4 * step) >= 5 * f0_max and n_fft // (2 * step) >= 16:
+        step *= 2
+    lo = int(sample_rate // (f0_max * step))
+    hi = min(int(-(-sample_rate // (f0_min * step))), n_fft // (2 * step))
+    return step, lo, hi

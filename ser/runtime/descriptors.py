@@ -10,7 +10,7 @@ import numpy as np
 
 from ser.dsp import filters
 
-__all__ = ["contrast", "mean_square", "spectral_shape", "yin", "zero_crossing_rate"]
+__all__ = ["contrast", "mean_square", "spectral_shape", "yin", "yin_stft", "zero_crossing_rate"]
 
 
 def yin(frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -21,10 +21,25 @@ def yin(frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, thre
     acf = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n=2 * n)[..., : hi + 1].astype(frames.dtype)
     energy = np.cumsum(frames[..., :hi] ** 2, axis=-1)
     diff = 2 * (acf[..., :1] - acf[..., 1:]) - energy
-    running_mean = np.cumsum(diff, axis=-1) / np.arange(1, hi + 1, dtype=frames.dtype)
-    tiny = np.finfo(frames.dtype).tiny
+    period, periodicity = _dip(diff, acf[..., :1], lo, threshold)
+    return (sample_rate / period).astype(frames.dtype), periodicity
+
+
+def yin_stft(power: np.ndarray, sample_rate: int, n_fft: int, f0_min: float, f0_max: float,
+             threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """YIN on the STFT's power spectrum (``ser.data.descriptors.yin_stft``)."""
+    step, lo, hi = filters.yin_stft_lags(sample_rate, n_fft, f0_min, f0_max)
+    half = n_fft // (2 * step)
+    acf = np.fft.irfft(power[..., : half + 1], n=2 * half)[..., : hi + 1].astype(power.dtype)
+    period, periodicity = _dip(2 * (acf[..., :1] - acf[..., 1:]), acf[..., :1], lo, threshold)
+    return (sample_rate / (step * period)).astype(power.dtype), periodicity
+
+
+def _dip(diff: np.ndarray, acf0: np.ndarray, lo: int, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    running_mean = np.cumsum(diff, axis=-1) / np.arange(1, diff.shape[-1] + 1, dtype=diff.dtype)
+    tiny = np.finfo(diff.dtype).tiny
     cmnd = diff[..., lo - 1 :] / (running_mean[..., lo - 1 :] + tiny)
-    cmnd = np.where(acf[..., :1] > tiny, cmnd, np.ones_like(cmnd))
+    cmnd = np.where(acf0 > tiny, cmnd, np.ones_like(cmnd))
     trough = np.zeros(cmnd.shape, dtype=bool)
     trough[..., 1:-1] = (cmnd[..., 1:-1] < cmnd[..., :-2]) & (cmnd[..., 1:-1] <= cmnd[..., 2:])
     trough[..., 0] = cmnd[..., 0] < cmnd[..., 1]
@@ -32,8 +47,7 @@ def yin(frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, thre
     below = trough & (cmnd < threshold)
     index = np.where(below.any(-1), below.argmax(-1), cmnd.argmin(-1))
     period = lo + index + _parabolic_shift(cmnd, index)
-    periodicity = np.clip(1 - cmnd.min(-1), 0, 1)
-    return (sample_rate / period).astype(frames.dtype), periodicity
+    return period, np.clip(1 - cmnd.min(-1), 0, 1)
 
 
 def _parabolic_shift(curve: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -96,7 +96,10 @@ class Extractor:
         if "mel" in c.parts:
             out["mel"] = mel_db if c.mel_db else mel_power
         if "pitch" in c.parts:
-            f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
+            if c.yin_acf == "stft":
+                f0, periodicity = descriptors.yin_stft(power, c.sample_rate, c.n_fft, c.f0_min, c.f0_max, c.yin_threshold)
+            else:
+                f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
             voiced = (periodicity > 1 - c.voicing_threshold).astype(np.float32)
             out["pitch"] = np.stack([np.log(f0), periodicity, voiced], axis=1)
         if "spectral" in c.parts:
@@ -132,8 +135,10 @@ class Extractor:
 
     def _power_to_db(self, power: np.ndarray, valid: int | None = None, reference: np.ndarray | None = None) -> np.ndarray:
         """librosa's power_to_db (ref 1), floored ``top_db`` below the peak of the utterance's (first ``valid``)
-        frames (of ``reference`` where given)."""
+        frames (of ``reference`` where given), or with ``db_floor="absolute"`` at −``top_db`` dB."""
         db = 10.0 * np.log10(np.maximum(power, np.float32(_AMIN)))
+        if self.config.db_floor == "absolute":
+            return np.maximum(db, np.float32(-self.config.top_db))
         ref = db if reference is None else 10.0 * np.log10(np.maximum(reference, np.float32(_AMIN)))
         return np.maximum(db, ref[:valid].max() - np.float32(self.config.top_db))
 

@@ -6,7 +6,8 @@ Reads raw 16-bit little-endian mono PCM from standard input (``-``, the default)
 
 or an audio file, and predicts every ``--hop`` seconds over the last ``--window`` seconds. One
 JSON line per window: ``{"start", "end", "emotion", "probabilities", "time_ms"}`` (times in
-seconds of audio). At the end the real-time factor (seconds spent computing, not waiting for
+seconds of audio). The hop is rounded to whole feature frames (``window_samples``): 0.5 s is 22 frames of
+512 samples, 0.5108 s, at 22,050 Hz. At the end the real-time factor (seconds spent computing, not waiting for
 audio, per second of audio) goes to stderr. Standard input is read at ``--rate`` Hz (default: the model's); at another rate each
 window is resampled (soxr) before its features.
 
@@ -29,6 +30,7 @@ from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 
+from ser.dsp.feature_config import FeatureConfig
 from ser.errors import SERError
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
@@ -50,6 +52,18 @@ def _stdin_chunks(stream: BinaryIO, samples: int) -> Iterator[np.ndarray]:
         yield np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
 
 
+def window_samples(config: FeatureConfig, window_s: float, hop_s: float, rate: int | None = None) -> tuple[int, int]:
+    """A window of ``window_s`` seconds every ``hop_s`` seconds, in samples at ``rate`` (default the model's).
+
+    The hop is rounded to whole feature frames (``hop_length`` samples at the model's rate), so that
+    overlapping windows frame the audio alike: a frame inside several windows is the same frame in each,
+    which the streaming C runtime computes once (``ser export --c``)."""
+    sr = config.sample_rate
+    rate = rate or sr
+    hop = max(1, round(hop_s * sr / config.hop_length)) * config.hop_length
+    return max(1, round(window_s * rate)), max(1, round(hop * rate / sr))
+
+
 def windows(chunks: Iterator[np.ndarray], window: int, hop: int) -> Iterator[tuple[int, np.ndarray]]:
     """(first sample, samples) of every full window, every ``hop`` samples; a stream shorter than
     one window gives one window of what there is."""
@@ -68,7 +82,7 @@ def windows(chunks: Iterator[np.ndarray], window: int, hop: int) -> Iterator[tup
 def listen(model: QuantizedModel, chunks: Iterator[np.ndarray], rate: int, window_s: float, hop_s: float,
            speaker=None) -> Iterator[dict]:
     """One result per window of the stream ``chunks`` (float32 samples at ``rate`` Hz)."""
-    window, hop = max(1, round(window_s * rate)), max(1, round(hop_s * rate))
+    window, hop = window_samples(model.features, window_s, hop_s, rate)
     extractor = Extractor(model.features)
     running = model.running() if model.speaker_normalized and speaker is None else None
     last_update, updates = None, 0

@@ -114,3 +114,30 @@ def test_log_f0_is_pooled_over_voiced_frames_only():
     log_f0, voiced = frames[0, CONFIG.channel("pitch", "log_f0")], frames[0, CONFIG.channel("pitch", "voiced")] > 0
     assert pooled[CONFIG.channel("pitch", "log_f0")] == pytest.approx(float(log_f0[voiced].mean()), rel=1e-6)
     assert pooled[CONFIG.channel("pitch", "voiced")] == pytest.approx(float(voiced.float().mean()), rel=1e-6)
+
+
+STFT = FeatureConfig(parts=("pitch",), yin_acf="stft")
+
+
+def test_yin_on_the_stft_finds_the_pitch_of_the_glide_as_yin_does(clip):
+    y, frames = clip
+    stft, _ = FeatureExtractor(STFT).frames(torch.from_numpy(y)[None], torch.tensor([len(y)]))
+    ours = stft[0, STFT.channel("pitch", "log_f0"), : frames.shape[1]].numpy()[INNER]
+    cents = 1200 / np.log(2) * np.abs(ours - _channel(frames, "pitch", "log_f0")[INNER])
+    assert np.median(cents) < 30 and cents.max() < 100  # periods in steps of 4 samples, refined
+
+
+def test_yin_on_the_stft_of_a_steady_vowel_is_its_f0_and_voiced():
+    t = np.arange(SR) / SR
+    vowel = torch.from_numpy(sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 10)).astype(np.float32))
+    frames, _ = FeatureExtractor(STFT).frames(vowel[None], torch.tensor([SR]))
+    inner = frames[0, :, 2:-2]
+    assert np.exp(inner[STFT.channel("pitch", "log_f0")].numpy()) == pytest.approx(150, rel=0.01)
+    assert inner[STFT.channel("pitch", "voiced")].min() == 1
+
+
+def test_yin_stft_lags_search_the_f0_range_in_a_band_of_five_harmonics():
+    assert filters.yin_stft_lags(22050, 2048, 60.0, 500.0) == (4, 11, 92)  # 0-2.76 kHz; 44..368 samples
+    assert filters.yin_stft_lags(16000, 1024, 60.0, 500.0) == (2, 16, 134)  # 0-4 kHz
+    step, lo, hi = filters.yin_stft_lags(16000, 512, 80.0, 400.0)
+    assert 16000 / (2 * step) >= 5 * 400 and lo * step <= 16000 / 400 and hi * step >= 16000 / 80

@@ -179,3 +179,31 @@ def test_band_limited_filterbank_products_equal_the_whole_filterbank_product_bit
     whole = (power @ torch.from_numpy(banks.T.copy())).transpose(1, 2)
     assert mel.shape == (3, 128, 44) and chroma.shape == (3, 12, 44) and torch.equal(spectra, power)
     assert torch.equal(mel, whole[:, :128]) and torch.equal(chroma, whole[:, 128:])
+
+
+def test_absolute_db_floor_depends_on_the_frame_only(signals):
+    """db_floor=absolute floors at −top_db dB: halving the audio lowers every unfloored value by 6.02 dB, and a
+    frame's value does not depend on the loudest part of the utterance (peak: it does)."""
+    config = FeatureConfig(parts=("mel",), mel_db=True, db_floor="absolute", top_db=80.0)
+    y = signals[1]
+    loud, quiet = (FeatureExtractor(config).frames(torch.from_numpy(a)[None], torch.tensor([len(y)]))[0][0].numpy()
+                   for a in (y, 0.5 * y))
+    free = quiet > -80 + 1e-3
+    np.testing.assert_allclose((loud - quiet)[free], 10 * np.log10(4), atol=1e-3)
+    silence = FeatureExtractor(config).frames(torch.zeros(1, SR), torch.tensor([SR]))[0]
+    assert torch.all(silence == -80.0)
+
+
+def test_options_added_later_are_left_out_of_the_settings_at_their_default():
+    assert "db_floor" not in FeatureConfig().to_dict() and "yin_acf" not in FeatureConfig().to_dict()
+    streaming = FeatureConfig(db_floor="absolute", yin_acf="stft").to_dict()
+    assert streaming["db_floor"] == "absolute" and streaming["yin_acf"] == "stft"
+    assert FeatureConfig(**streaming) == FeatureConfig(db_floor="absolute", yin_acf="stft")
+
+
+@pytest.mark.parametrize("option, message", [({"db_floor": "running"}, "db_floor='running' must be one of peak, absolute"),
+                                             ({"yin_acf": "fft"}, "yin_acf='fft' must be one of frame, stft"),
+                                             ({"parts": ("pitch",), "yin_acf": "stft", "f0_min": 20.0}, "half the n_fft")])
+def test_bad_streaming_options_are_refused(option, message):
+    with pytest.raises(SERError, match=message):
+        FeatureConfig(**option)

@@ -102,12 +102,21 @@ def test_c_library_is_self_contained_const_and_heap_free(c_default):
     source = (out / "c" / "ser.c").read_text() + (out / "c" / "ser_model.c").read_text()
     assert not re.search(r"\b(malloc|calloc|realloc|free)\s*\(", source)
     includes = set(re.findall(r"#include [<\"]([^>\"]+)[>\"]", source))
-    assert includes <= {"ser.h", "ser_model.h", "math.h", "float.h", "stddef.h"}
+    assert includes <= {"ser.h", "ser_model.h", "math.h", "float.h", "stddef.h", "stdint.h", "string.h"}
     model_c = (out / "c" / "ser_model.c").read_text()
     assert re.search(r"static const unsigned char codes_0\[", model_c)
     # the mel filterbank is stored as spans, far smaller than the dense (n_mels × bins) matrix
     spans = model_c.split("ser_mel_weights[")[1].split("]")[0]
     assert int(spans) < 0.05 * 128 * 1025
+
+
+def test_a_model_with_peak_db_floors_runs_on_whole_clips_only(c_default):
+    """Its dB floors hang on each clip's peak: no streaming API, no board project, and the CLI says why."""
+    _, cli, clips, out = c_default
+    assert "#define SER_STREAMING 0" in (out / "c" / "ser_model.h").read_text()
+    assert not (out / "c" / "stm32l4").exists()
+    proc = subprocess.run([str(cli), "--stream", str(clips[0][0])], capture_output=True, text=True)
+    assert proc.returncode == 2 and "db_floor=absolute" in proc.stderr
 
 
 def test_export_c_without_a_serq_file(default_run, tmp_path):

@@ -34,8 +34,14 @@ def signals() -> list[np.ndarray]:
         FeatureConfig(stats=("mean", "std"), mel_db=True, parts=("mfcc", "mel", "pitch", "spectral")),
         FeatureConfig(sample_rate=16000, n_fft=512, hop_length=160, f0_min=80.0, f0_max=400.0, contrast_fmin=100.0,
                       contrast_bands=5, stats=("mean", "std"), parts=("pitch", "spectral")),
+        FeatureConfig(stats=("mean", "std"), mel_db=True, parts=("mfcc", "chroma", "mel", "pitch", "spectral"),
+                      db_floor="absolute", yin_acf="stft"),
+        FeatureConfig(sample_rate=16000, n_fft=512, hop_length=160, f0_min=80.0, f0_max=400.0, contrast_fmin=100.0,
+                      contrast_bands=5, stats=("mean", "std"), parts=("mfcc", "pitch", "spectral"), top_db=60.0,
+                      db_floor="absolute", yin_acf="stft"),
     ],
-    ids=["default", "std-deltas", "mel-db", "chroma-magnitude", "16k-small", "pitch-spectral", "16k-pitch-spectral"],
+    ids=["default", "std-deltas", "mel-db", "chroma-magnitude", "16k-small", "pitch-spectral", "16k-pitch-spectral",
+         "streaming", "16k-streaming"],
 )
 def test_features_equal_the_torch_extractor(signals, config):
     # The signals are made at 22.05 kHz; at 16 kHz they are just other test signals.

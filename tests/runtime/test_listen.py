@@ -13,7 +13,8 @@ import numpy as np
 import soundfile as sf
 
 from ser.runtime.features import Extractor
-from ser.runtime.listen import windows
+from ser.dsp.feature_config import FeatureConfig
+from ser.runtime.listen import window_samples, windows
 from ser.runtime.model import QuantizedModel
 from tests.conftest import REPO
 
@@ -43,6 +44,13 @@ def test_windows_cover_the_stream_every_hop():
     assert [(s, len(x)) for s, x in windows(iter([np.ones(4, np.float32)]), 5, 3)] == [(0, 4)]  # shorter: one window
 
 
+def test_the_hop_is_rounded_to_whole_feature_frames():
+    config = FeatureConfig()  # 22,050 Hz, frames every 512 samples
+    assert window_samples(config, 2.0, 0.5) == (44100, 22 * 512)  # 21.5 frames: 22
+    assert window_samples(config, 2.0, 0.01) == (44100, 512)  # at least one frame
+    assert window_samples(config, 1.0, 0.5, rate=44100) == (44100, 2 * 22 * 512)  # another input rate: scaled
+
+
 def test_piped_pcm_of_a_speaker_model_matches_the_numpy_runtime_with_a_running_estimate(speaker_laq_run):
     model = QuantizedModel.load(speaker_laq_run.model)
     rate = model.features.sample_rate
@@ -51,7 +59,7 @@ def test_piped_pcm_of_a_speaker_model_matches_the_numpy_runtime_with_a_running_e
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     signal = pcm.astype(np.float32) / 32768.0
-    window, hop = rate, rate // 2
+    window, hop = rate, 31 * model.features.hop_length  # 0.5 s is 31.25 frames: rounded to 31
     starts = list(range(0, len(signal) - window + 1, hop))
     assert [line["start"] for line in lines] == [round(s / rate, 4) for s in starts]
     extractor, running, last = Extractor(model.features), model.running(), None
