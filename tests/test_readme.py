@@ -1,5 +1,5 @@
 """The README's commands are true: every one parses as the tool it calls would parse it, and every
-option the README (or docs/configuration.md) names exists in the composed config.
+option the README (or a docs/ page) names exists in the composed config.
 
 A newcomer copies these lines first; an override renamed in conf/ or a flag dropped from the CLI
 must fail here, not on their machine. Nothing trains: ``python train.py`` lines are composed with
@@ -27,8 +27,9 @@ from ser import cli
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 CONF = REPO / "conf"
-# Programs a README line may call besides python, ser and pip: they are the user's, not ours.
-EXTERNAL = {"arecord", "tensorboard"}
+# Programs a docs line may call besides python, ser and pip: the user's and the system's, not ours
+# (the generated C CLI, make, Slurm's commands).
+EXTERNAL = {"arecord", "tensorboard", "cd", "make", "./ser_cli", "squeue", "sacct", "sbatch", "sudo", "eval"}
 # Config groups selected to look an option up: a split's, a model's or a launcher's options exist
 # only with that choice, so an option counts as real if one of these compositions has it.
 CONTEXTS = [
@@ -41,21 +42,23 @@ GROUP_ROOTS = ("seed", "bit_budget", "paths", "data", "model", "trainer", "callb
 FILE_SUFFIXES = {"serq", "onnx", "pt", "json", "csv", "md", "yaml", "ckpt", "py", "wav", "png", "log", "c", "h"}
 # `group.option` in a backtick span: a config root, then dotted keys (a file name is ruled out below);
 # `+group.option` appends a key the config lacks, so it is not looked up.
-OPTION = re.compile(r"(?<![\w./$+-])((?:%s)(?:\.[A-Za-z_]\w*)+)" % "|".join(GROUP_ROOTS))
+ROOTS = "|".join(GROUP_ROOTS)
+OPTION = re.compile(rf"(?<![\w./$+-])((?:{ROOTS})(?:\.[A-Za-z_]\w*)+)")
 # `group=choice`, `group/sub=choice` at the start of a backtick span or after a space.
-CHOICE = re.compile(r"(?:^|\s)((?:%s)(?:/\w+)*)=(\w+)(?=\s|$)" % "|".join(GROUP_ROOTS))
+CHOICE = re.compile(rf"(?:^|\s)((?:{ROOTS})(?:/\w+)*)=(\w+)(?=\s|$)")
 
 
 @dataclass(frozen=True)
 class Command:
-    line: int  # in README.md, for the failure message
+    page: str
+    line: int
     argv: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"README.md:{self.line}: {shlex.join(self.argv)}"
+        return f"{self.page}:{self.line}: {shlex.join(self.argv)}"
 
 
-def bash_commands(text: str) -> list[Command]:
+def bash_commands(text: str, page: str = "README.md") -> list[Command]:
     """Every simple command of the ```bash blocks: continuation lines joined, comments dropped,
     split at ``&&``, ``;`` and ``|``, leading ``NAME=value`` environment assignments removed."""
     commands, in_block, pending, start = [], False, "", 0
@@ -81,7 +84,7 @@ def bash_commands(text: str) -> list[Command]:
                 while argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", argv[0]):
                     argv.pop(0)
                 if argv:
-                    commands.append(Command(start, tuple(argv)))
+                    commands.append(Command(page, start, tuple(argv)))
                 argv = []
             else:
                 argv.append(word)
@@ -90,7 +93,7 @@ def bash_commands(text: str) -> list[Command]:
 
 def prose(text: str) -> str:
     """``text`` without its fenced code blocks (their commands are checked as commands)."""
-    return re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    return re.sub(r"^```.*?^```", "", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def backtick_spans(text: str) -> list[str]:
@@ -145,26 +148,31 @@ def configs(compose_train) -> list[DictConfig]:
     return [compose_train(context) for context in CONTEXTS]
 
 
-README_TEXT = README.read_text()
-COMMANDS = bash_commands(README_TEXT)
+README_COMMANDS = bash_commands(README.read_text())
+# Pages whose options are checked: all but results.md (measurements as they were run) and the changelog
+# (names as they were).
+PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")
+                              if p.name not in ("results.md", "CHANGELOG.md"))]
+COMMANDS = [c for page in PAGES for c in bash_commands((REPO / page).read_text(), page)]
 
 
 def _id(command: Command) -> str:
-    return f"L{command.line}-{command.argv[0]}-{'-'.join(a for a in command.argv[1:3] if '/' not in a)}"[:60]
+    words = "-".join(a for a in command.argv[1:3] if "/" not in a)
+    return f"{Path(command.page).stem}:{command.line}-{command.argv[0]}-{words}"[:60]
 
 
 def test_readme_keeps_the_ci_test_command():
     # .ci/run runs exactly this; a README that drops it sends newcomers elsewhere than CI goes
-    assert any(c.argv == ("python", "-m", "pytest", "-q") for c in COMMANDS)
+    assert any(c.argv == ("python", "-m", "pytest", "-q") for c in README_COMMANDS)
 
 
 def test_readme_has_commands_of_every_kind():
-    programs = {c.argv[0] if c.argv[0] != "python" else c.argv[1] for c in COMMANDS}
+    programs = {c.argv[0] if c.argv[0] != "python" else c.argv[1] for c in README_COMMANDS}
     assert {"pip", "train.py", "ser", "-m"} <= programs, programs
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=_id)
-def test_readme_command_parses(command: Command, compose_train, monkeypatch):
+def test_docs_command_parses(command: Command, compose_train, monkeypatch):
     argv = list(command.argv)
     if argv[0] in EXTERNAL:
         return
@@ -179,8 +187,13 @@ def test_readme_command_parses(command: Command, compose_train, monkeypatch):
         return
     if argv[:3] == ["python", "-m", "pytest"]:
         return
+    if argv[0] == "python" and argv[1].startswith("bench/"):
+        assert (REPO / argv[1]).is_file(), f"{command}: no {argv[1]}"
+        return
     if argv[:3] == ["python", "-m", "ser.cli"]:
         argv = ["ser", *argv[3:]]
+    if argv[:3] == ["python", "-m", "ser.report"]:
+        argv = ["ser", "report", *argv[3:]]
     assert argv[0] == "ser", f"{command}: not a command this test knows how to check"
     _check_ser(command, argv[1:], monkeypatch)
 
@@ -217,12 +230,6 @@ def _check_ser(command: Command, argv: list[str], monkeypatch) -> None:
     except SystemExit as exc:
         pytest.fail(f"{command}: its parser refuses it (exit status {exc.code})")
     pytest.fail(f"{command}: ran without parsing its arguments")
-
-
-# Pages whose options are checked: all but results.md (measurements as they were run) and the changelog
-# (names as they were).
-PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")
-                              if p.name not in ("results.md", "CHANGELOG.md"))]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -273,3 +280,23 @@ def test_development_page_lists_every_module():
     listed = listed_modules((REPO / "docs" / "development.md").read_text())
     assert actual - listed == set(), f"docs/development.md does not list {sorted(actual - listed)}"
     assert listed - actual == set(), f"docs/development.md lists modules that do not exist: {sorted(listed - actual)}"
+
+
+def heading_anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation but ``-`` and ``_`` dropped, spaces to ``-``."""
+    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+            for title in re.findall(r"^#+ (.*)$", prose(text), flags=re.MULTILINE)}
+
+
+@pytest.mark.parametrize("page", [*PAGES, "docs/CHANGELOG.md"])
+def test_relative_links_resolve(page: str):
+    source = REPO / page
+    broken = []
+    for link in re.findall(r"\]\(([^)\s]+)\)", prose(source.read_text())):
+        if re.match(r"\w+:", link):
+            continue
+        path, _, anchor = link.partition("#")
+        target = (source.parent / path).resolve() if path else source
+        if not target.exists() or (anchor and target.suffix == ".md" and anchor not in heading_anchors(target.read_text())):
+            broken.append(link)
+    assert not broken, f"{page}: broken links {broken}"
