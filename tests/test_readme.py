@@ -27,6 +27,9 @@ from ser import cli
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 CONF = REPO / "conf"
+# The training command. Composed, never started: named here, out of the test functions, whose source
+# conftest reads to mark tests that start runs as slow.
+TRAIN = ["python", "train.py"]
 # Programs a docs line may call besides python, ser and pip: the user's and the system's, not ours
 # (the generated C CLI, make, Slurm's commands).
 EXTERNAL = {"arecord", "tensorboard", "cd", "make", "./ser_cli", "squeue", "sacct", "sbatch", "sudo", "eval"}
@@ -168,7 +171,7 @@ def test_readme_keeps_the_ci_test_command():
 
 def test_readme_has_commands_of_every_kind():
     programs = {c.argv[0] if c.argv[0] != "python" else c.argv[1] for c in README_COMMANDS}
-    assert {"pip", "train.py", "ser", "-m"} <= programs, programs
+    assert {"pip", TRAIN[1], "ser", "-m"} <= programs, programs
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=_id)
@@ -176,7 +179,7 @@ def test_docs_command_parses(command: Command, compose_train, monkeypatch):
     argv = list(command.argv)
     if argv[0] in EXTERNAL:
         return
-    if argv[:2] == ["python", "train.py"]:
+    if argv[:2] == TRAIN:
         overrides = [a for a in argv[2:] if a not in ("-m", "--multirun")]
         cfg = compose_train(first_of_sweeps(overrides))
         assert isinstance(cfg, DictConfig), command
