@@ -19,9 +19,9 @@ Scales (``scale``):
 * ``mse_clip=true`` (legacy, kept to reproduce earlier numbers): the best of 36 clipping ratios
   0.3 … 1 of max|w| on the symmetric grid, no refinement.
 
-Biases stay float32 by default (``bias_bits=32``, the paper's): they are under 1 % of the
-parameters, but errors in them shift every output of a layer. ``bias_bits`` 2–8 stores a
-quantized layer's bias as codes with a power-of-two scale, and ``stats_bits=16`` stores the
+Biases are under 1 % of the parameters, but errors in them shift every output of a layer.
+``bias_bits`` 2–8 (default 8) stores a quantized layer's bias as codes with a power-of-two
+scale, 32 as float32 (the paper's), and ``stats_bits=16`` (the default; 32: float32) stores the
 feature standardisation (mean and standard deviation) in 16 bits per value (``ser.dsp.storage``;
 ``NARROW_STATISTICS``): a 1-bit MLP's file is then mostly weights. Every quantized model is
 scored with its biases and statistics as they will be stored; full precision keeps float32.
@@ -39,42 +39,18 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ser.errors import SERError
 from ser.dsp import grid as grids
 from ser.dsp import storage
+from ser.errors import SERError
+from ser.quant.config import QuantizerConfig
 from ser.quant.evaluation import batch_rows
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-SCALES = ("max", "mse")
 _CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 _MSE_RATIOS = torch.linspace(0.05, 1.0, 40)
 _LLOYD_STEPS = 8
 _FOLDED = (nn.modules.batchnorm._BatchNorm,)  # running statistics a deployed model folds away
-
-
-@dataclass(frozen=True)
-class QuantizerConfig:
-    per_channel: bool = False
-    mse_clip: bool = False  # legacy clipping-ratio search (symmetric grid); overrides ``scale``
-    grid: str = "symmetric"
-    scale: str = "max"
-    bias_bits: int = storage.FLOAT_BITS  # a quantized layer's bias: codes at 2..8 bits, or float32
-    stats_bits: int = storage.FLOAT_BITS  # standardisation statistics of a quantized model: 16 or 32
-
-    def __post_init__(self) -> None:
-        if self.grid not in grids.GRIDS:
-            raise SERError(f"quant.grid={self.grid!r} is not one of {', '.join(grids.GRIDS)}")
-        if self.scale not in SCALES:
-            raise SERError(f"quant.scale={self.scale!r} is not one of {', '.join(SCALES)}")
-        if self.bias_bits not in storage.BIAS_BITS:
-            raise SERError(f"quant.bias_bits={self.bias_bits} must be 2..8 (integer codes) or 32 (float32)")
-        if self.stats_bits not in storage.STATS_BITS:
-            raise SERError(f"quant.stats_bits={self.stats_bits} must be 16 (float16) or 32 (float32)")
-
-    def as_dict(self) -> dict:
-        return {"per_channel": self.per_channel, "mse_clip": self.mse_clip, "grid": self.grid, "scale": self.scale,
-                "bias_bits": self.bias_bits, "stats_bits": self.stats_bits}
 
 
 @dataclass(frozen=True)
@@ -212,7 +188,7 @@ def store_statistics(values: Mapping[str, torch.Tensor], config: QuantizerConfig
         try:
             m, s = storage.round_statistics(values[mean].cpu().numpy(), values[std].cpu().numpy(), config.stats_bits)
         except ValueError as exc:
-            raise SERError(f"quant.stats_bits={config.stats_bits}: {mean}/{std}: {exc}") from None
+            raise SERError(f"quant.quantizer.stats_bits={config.stats_bits}: {mean}/{std}: {exc}") from None
         out[mean], out[std] = torch.from_numpy(m).to(values[mean]), torch.from_numpy(s).to(values[std])
     return out
 
