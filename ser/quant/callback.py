@@ -55,8 +55,9 @@ def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | N
     hparams = dict(getattr(module, "hparams", {}))
     features = getattr(datamodule, "feature_config", None)
     net = getattr(module, "net", module)
+    classes = hparams.get("classes")  # ser's class names; another module's "classes" may be a count
     return {
-        "classes": list(hparams.get("classes", [])),
+        "classes": list(classes) if isinstance(classes, (list, tuple)) else [],
         "n_features": hparams.get("n_features"),
         "normalize": hparams.get("normalize", "global"),
         "speaker_prior_weight": float(hparams.get("speaker_prior_weight", 0.0)),

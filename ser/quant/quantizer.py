@@ -291,7 +291,7 @@ def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig
     """What a deployed model file needs, in KB: ``model_size_kb`` plus the buffers the model
     computes with outside its layers (``statistics``: feature standardisation, speaker population)
     at ``config.stats_bits`` (``statistics_bytes``) plus ``FILE_OVERHEAD_KB``. Size budgets
-    (``quant.target_kb``) are held to this, because edge users budget the file, not the weights."""
+    (``quant.search.target_kb``) are held to this, because edge users budget the file, not the weights."""
     return model_size_kb(model, bits, config) + statistics_bytes(model, config) / 1000 + FILE_OVERHEAD_KB
 
 
