@@ -94,7 +94,9 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         save_dir: str | None = None,
         **flat: Any,
     ) -> None:
-        self.config = with_flat(QuantizationConfig(tuple(fixed_bits), laq, greedy, quantizer, search, recovery, qat), flat)
+        config = QuantizationConfig(fixed_bits=fixed_bits, laq=laq, greedy=greedy, quantizer=quantizer, search=search,
+                                    recovery=recovery, qat=qat)
+        self.config = with_flat(config, flat)
         self.save_dir = save_dir
         self.results = Quantization()
         # The network's config (model.net), set by the pipeline so that quantized.pt can be exported alone.

@@ -181,9 +181,8 @@ class QuantizationConfig:
     qat: QATConfig = field(default_factory=QATConfig)
 
     def __post_init__(self) -> None:
+        _typed(self)
         object.__setattr__(self, "fixed_bits", tuple(sorted((int(b) for b in self.fixed_bits), reverse=True)))
-        object.__setattr__(self, "laq", bool(self.laq))
-        object.__setattr__(self, "greedy", bool(self.greedy))
 
 
 DEFAULTS = QuantizationConfig()

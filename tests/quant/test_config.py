@@ -37,7 +37,7 @@ PAPER_QUANTIZER = QuantizerConfig(grid="symmetric", scale="max", bias_bits=32, s
 
 @pytest.fixture
 def quant():
-    """``cfg.quant`` of ``python train.py <overrides>``, composed in process."""
+    """``cfg.quant`` as the command line composes it with ``overrides``, in process (no run)."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         yield lambda *overrides: compose("train", overrides=list(overrides)).quant
