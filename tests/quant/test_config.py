@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import subprocess
+import sys
 from dataclasses import fields
 
 import pytest
@@ -175,3 +177,10 @@ def test_a_run_that_recorded_no_quantizer_exports_with_the_quantizer_of_before_t
 def test_a_flat_name_beside_the_nested_options_wins_as_it_did_in_the_callback(quant):
     section = OmegaConf.to_container(quant("quant.grid=symmetric"), resolve=False)
     assert recorded_quantizer(section).grid == "symmetric"
+
+
+def test_the_settings_import_without_torch():
+    """train.py registers them before Hydra composes; export reads a run's quantizer with them."""
+    code = "import sys, ser.quant.config; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
