@@ -42,7 +42,7 @@ from torch import nn
 from ser.dsp import grid as grids
 from ser.dsp import storage
 from ser.errors import SERError
-from ser.quant.config import QuantizerConfig
+from ser.quant.config import DEFAULTS, QuantizerConfig
 from ser.quant.evaluation import batch_rows
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
@@ -117,7 +117,7 @@ def _mse_scale(w: torch.Tensor, bits: int, grid: str) -> torch.Tensor:
     return scale
 
 
-def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig(),
+def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer,
                     scales: torch.Tensor | None = None) -> QuantizedTensor:
     """Codes, scales and dequantized weight of ``weight`` at ``bits`` (``scales`` given: keep them)."""
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -207,7 +207,7 @@ def statistics_bytes(model: nn.Module, config: QuantizerConfig) -> int:
     return sum(b.numel() * (narrow if name in paired else 4) for name, b in values.items())
 
 
-def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer) -> tuple[torch.Tensor, torch.Tensor]:
     """The quantized weight (same shape) and its scales (one per group: α for symmetric 1 bit, the step otherwise)."""
     t = quantize_tensor(weight, bits, config)
     return t.weight, t.scales
@@ -224,7 +224,7 @@ def fake_quantize(weight: torch.Tensor, bits: int, grid: str, scales: torch.Tens
 def quantize_(
     module: nn.Module,
     allocation: Mapping[str, int],
-    config: QuantizerConfig = QuantizerConfig(),
+    config: QuantizerConfig = DEFAULTS.quantizer,
     scales: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, QuantizedTensor]:
     """Quantize ``module``'s layers in place, each to its width in ``allocation`` ({layer name: bits},
@@ -266,7 +266,7 @@ def stored_bits(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, conf
     return weight.numel() * bits + 32 * scales + bias_bits
 
 
-def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
+def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = DEFAULTS.quantizer) -> float:
     """Storage of the whole model in KB (1000 bytes): every parameter and buffer the net needs.
 
     Layers absent from ``bits`` and parameters outside Linear/Conv layers count at 32 bits.
@@ -287,7 +287,7 @@ def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfi
 FILE_OVERHEAD_KB = 2.1
 
 
-def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
+def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = DEFAULTS.quantizer) -> float:
     """What a deployed model file needs, in KB: ``model_size_kb`` plus the buffers the model
     computes with outside its layers (``statistics``: feature standardisation, speaker population)
     at ``config.stats_bits`` (``statistics_bytes``) plus ``FILE_OVERHEAD_KB``. Size budgets
@@ -354,7 +354,7 @@ class QuantizedWeights:
     training data), each quantized layer's bias becomes b + (W − W_q)·E[x].
     """
 
-    def __init__(self, model: nn.Module, config: QuantizerConfig = QuantizerConfig(),
+    def __init__(self, model: nn.Module, config: QuantizerConfig = DEFAULTS.quantizer,
                  input_means: dict[str, torch.Tensor] | None = None):
         self.model = model
         self.config = config
