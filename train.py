@@ -16,10 +16,12 @@ from omegaconf import DictConfig
 from ser import rundir
 from ser.errors import SERError
 from ser.io import write_json
+from ser.quant import config as quant_config
 from ser.termination import sigterm_fails_the_run
 
 log = logging.getLogger("ser")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+quant_config.register()  # quant/_base, which conf/quant/laq.yaml extends: every quantization option at its default
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -40,6 +40,7 @@ from ser.models.mlp import MLP
 from ser.dsp import grid as grids
 from ser.dsp import storage
 from ser.dsp.feature_config import FeatureConfig
+from ser.quant.config import recorded_quantizer
 from ser.quant.quantizer import NARROW_STATISTICS, QuantizerConfig, quantizable_layers, quantize_tensor, store_statistics
 from ser.results import FILENAME, RunResults
 from ser.runtime import model_file
@@ -382,12 +383,9 @@ def _lightsernet_graph(net: nn.Module, layers: dict[str, ExportLayer], features:
 
 
 def _config(quant: dict) -> QuantizerConfig:
-    """The quantizer of a run (an artifact's ``quantizer`` or a config's ``quant`` section; absent keys: the paper's)."""
+    """The quantizer of a run (an artifact's ``quantizer`` or a config's ``quant`` section): ``recorded_quantizer``."""
     try:
-        return QuantizerConfig(per_channel=bool(quant.get("per_channel", False)), mse_clip=bool(quant.get("mse_clip", False)),
-                               grid=str(quant.get("grid", "symmetric")), scale=str(quant.get("scale", "max")),
-                               bias_bits=int(quant.get("bias_bits", storage.FLOAT_BITS)),
-                               stats_bits=int(quant.get("stats_bits", storage.FLOAT_BITS)))
+        return recorded_quantizer(quant)
     except ValueError as exc:
         raise SERError(str(exc)) from exc
 

@@ -127,7 +127,7 @@ class Signal:
 
 @dataclass(frozen=True, kw_only=True)
 class BudgetStep:
-    """One allocation the budget refinement stood on (``quant.budget_refine``)."""
+    """One allocation the budget refinement stood on (``quant.search.budget_refine``)."""
 
     bits: dict[str, int]
     quality: float  # the search's score of it
@@ -167,7 +167,7 @@ class Recovery:
 
 @dataclass(frozen=True, kw_only=True)
 class QAT:
-    """Legacy report-only fine-tuning at the LAQ bits (``quant.qat_epochs``)."""
+    """Legacy report-only fine-tuning at the LAQ bits (``quant.qat.epochs``)."""
 
     scores: Scores = _flat()
     epochs: int
@@ -185,7 +185,7 @@ class LAQ:
     quantizer: QuantizerRecord | None = _optional()
     signal: Signal | None = _optional()
     layers: list[LayerRecord]
-    budget: Budget | None = _optional()  # with quant.target_kb / quant.target_bits
+    budget: Budget | None = _optional()  # with quant.search.target_kb / quant.search.target_bits
     before_recovery: Scores | None = _optional()
     recovery: Recovery | None = _optional()
     qat: QAT | None = _optional()

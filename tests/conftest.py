@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from ser.data import synthetic
+from ser.quant import config as quant_config
+
+quant_config.register()  # quant/_base, as train.py does, for the tests that compose conf/ in process
 
 TINY = synthetic.SyntheticSpec(speakers=3, per_speaker_per_emotion=4)
 

@@ -22,7 +22,8 @@ def test_default_config_is_the_paper_setup(compose_cfg):
     assert cfg.data.corpus == "synthetic" and list(cfg.model.net.hidden) == [256, 512, 64]
     assert cfg.model.net.dropout == 0.1 and cfg.model.optimizer.lr == 1e-3 and cfg.data.batch_size == 32
     assert cfg.callbacks.early_stopping.patience == 5 and cfg.data.split.kind == "stratified"
-    assert dict(cfg.quant.weights) == {"w_p": 0.11, "w_e": 0.01, "w_v": 0.88}
+    weights = cfg.quant.search.weights
+    assert (weights.w_p, weights.w_e, weights.w_v) == (0.11, 0.01, 0.88)
 
 
 def test_table2_sweeps_the_papers_five_depths_over_five_seeds(compose_cfg):
@@ -41,7 +42,7 @@ def test_table2_sweeps_the_papers_five_depths_over_five_seeds(compose_cfg):
 def test_table3_sweeps_the_nine_importance_weight_rows(compose_cfg):
     cfg = compose_cfg("experiment=table3_weights")
     rows = cfg.hydra.sweeper.params["quant/weights"].split(",")
-    weights = [tuple(compose_cfg(f"quant/weights={row}").quant.weights.values()) for row in rows]
+    weights = [(w.w_p, w.w_e, w.w_v) for w in (compose_cfg(f"quant/weights={row}").quant.search.weights for row in rows)]
     assert weights == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5),
                        (0.33, 0.33, 0.33), (0.11, 0.01, 0.88)]
 
@@ -86,7 +87,7 @@ def test_loso_sweeps_one_fold_per_speaker_of_the_corpus(compose_cfg, data, folds
 def test_optuna_tunes_lr_dropout_depth_and_margin_at_a_bit_budget(compose_cfg):
     cfg = compose_cfg("experiment=optuna")
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
-    assert set(cfg.hydra.sweeper.params) == {"model.optimizer.lr", "model.net.dropout", "model", "quant.t_margin"}
+    assert set(cfg.hydra.sweeper.params) == {"model.optimizer.lr", "model.net.dropout", "model", "quant.search.t_margin"}
     assert cfg.bit_budget == 2.0
 
 
@@ -138,12 +139,12 @@ def test_compact_recipe_composes_with_any_experiment(compose_cfg):
     assert cfg.data.normalize == "speaker" and cfg.data.speaker_prior_weight == 5
     assert list(cfg.model.net.hidden) == [128, 64] and cfg.model.optimizer._target_ == "torch.optim.Adam"
     assert cfg.model.regularization.label_smoothing == 0.1 and cfg.callbacks.early_stopping.patience == 20
-    assert cfg.quant.laq and cfg.quant.target_kb == 30
+    assert cfg.quant.laq and cfg.quant.search.target_kb == 30
 
 
 def test_a_quantization_choice_on_the_command_line_beats_the_recipes(compose_cfg):
     assert not compose_cfg("experiment=kfold", "recipe=compact", "quant=none").quant
-    assert compose_cfg("experiment=loso", "recipe=compact", "quant=laq").quant.target_kb is None
+    assert compose_cfg("experiment=loso", "recipe=compact", "quant=laq").quant.search.target_kb is None
 
 
 def test_the_output_directory_is_defined_once(compose_cfg):
@@ -160,6 +161,7 @@ def test_the_output_directory_is_defined_once(compose_cfg):
 def test_debug_configs_make_a_quick_run(compose_cfg):
     cfg = compose_cfg("debug=default")
     assert cfg.trainer.max_epochs == 1 and cfg.trainer.accelerator == "cpu" and cfg.callbacks.early_stopping is None
+    assert cfg.quant.recovery.epochs == 1
     assert compose_cfg("debug=fdr").trainer.fast_dev_run is True
 
 
@@ -170,7 +172,7 @@ def test_every_callback_has_its_own_file_and_can_be_dropped(compose_cfg):
 
 def test_narrow_biases_and_statistics_are_the_default_and_the_papers_procedure_stores_float32(compose_cfg):
     for quant in ("laq", "laq_30kb", "fixed"):
-        cfg = compose_cfg(f"quant={quant}").quant
+        cfg = compose_cfg(f"quant={quant}").quant.quantizer
         assert (cfg.bias_bits, cfg.stats_bits) == (8, 16), quant
-    paper = compose_cfg("quant=laq_paper").quant
+    paper = compose_cfg("quant=laq_paper").quant.quantizer
     assert (paper.bias_bits, paper.stats_bits, paper.grid, paper.scale) == (32, 32, "symmetric", "max")

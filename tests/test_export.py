@@ -264,7 +264,8 @@ def test_fixed_bits_of_a_paper_run_stay_on_the_symmetric_grid(default_run, tmp_p
     run_dir, _ = default_run
     run = _copy_run(run_dir, tmp_path / "run", artifact=False)
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
-    cfg.quant.grid, cfg.quant.scale, cfg.quant.bias_bits, cfg.quant.stats_bits = "symmetric", "max", 32, 32
+    quantizer = cfg.quant.quantizer
+    quantizer.grid, quantizer.scale, quantizer.bias_bits, quantizer.stats_bits = "symmetric", "max", 32, 32
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
     source = ExportSource.load(run, bits=2)
     assert {l.grid for l in source.layers.values()} == {"symmetric"}
@@ -361,7 +362,7 @@ def _assert_parity(ours: np.ndarray, reference: np.ndarray) -> None:
 @pytest.fixture(scope="module", params=["mlp_2hl", "mlp_5hl"])
 def depth_run(request, default_corpus, cache_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp(request.param)
-    proc = run_train(f"model={request.param}", "trainer.max_epochs=3", "quant.fixed_bits=[]", "quant.recovery_epochs=2",
+    proc = run_train(f"model={request.param}", "trainer.max_epochs=3", "quant.fixed_bits=[]", "quant.recovery.epochs=2",
                      cache_dir=cache_dir, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
@@ -389,7 +390,7 @@ def test_every_mlp_depth_exports_and_runs_like_its_torch_model(depth_run, cache_
 def lightsernet_run(default_corpus, cache_dir, tmp_path_factory):
     """A tiny Light-SERNet with the default LAQ (full grid, recovery), exported as .serq and ONNX."""
     run_dir = tmp_path_factory.mktemp("lightsernet_run")
-    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]", "quant.recovery_epochs=2",
+    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]", "quant.recovery.epochs=2",
                      cache_dir=cache_dir, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
@@ -517,7 +518,7 @@ def lightsernet_speaker_run(tiny_manifest, cache_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("lightsernet_speaker_run")
     proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
                      "data.speaker_prior_weight=2", *SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]",
-                     "quant.recovery_epochs=1", cache_dir=cache_dir, run_dir=run_dir)
+                     "quant.recovery.epochs=1", cache_dir=cache_dir, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
     return run_dir
@@ -583,7 +584,8 @@ def test_quantized_artifact_alone_exports_the_same_file(run, request, tmp_path):
 def budget_run(default_corpus, cache_dir, tmp_path_factory):
     """The default MLP (256-512-64) held to a 30 KB file: it fits only with 8-bit biases and float16 statistics."""
     run_dir = tmp_path_factory.mktemp("budget_run")
-    proc = run_train("quant.target_kb=30", "quant.bias_bits=8", "quant.stats_bits=16", cache_dir=cache_dir, run_dir=run_dir)
+    proc = run_train("quant.search.target_kb=30", "quant.quantizer.bias_bits=8", "quant.quantizer.stats_bits=16",
+                     cache_dir=cache_dir, run_dir=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path_factory.mktemp("budget_export")
     assert export_main([str(run_dir), "-o", str(out / "model.serq"), "--onnx", str(out / "model.onnx")]) == 0

@@ -20,7 +20,7 @@ from ser.runtime.model_file import ModelFileError, Section
 from tests.conftest import REPO, run_train
 
 RUN = ("data=manifest", "trainer.max_epochs=6", "callbacks.early_stopping=null", "quant.fixed_bits=[4]",
-       "quant.recovery_epochs=20")
+       "quant.recovery.epochs=20")
 
 
 def _numbers(run_dir: Path) -> dict:

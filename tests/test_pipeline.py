@@ -30,7 +30,7 @@ def config(tiny_manifest, cache_dir, tmp_path):
 def test_fast_dev_run_goes_through_every_stage_in_process(config, tmp_path):
     with open_dict(config):
         config.trainer.fast_dev_run = True
-        config.quant.recovery_epochs = 1
+        config.quant.recovery.epochs = 1
     results = train(config, tmp_path)
     assert results.classes == ["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"]
     assert results.fixed and results.laq is not None and results.test_predictions is not None

@@ -1,20 +1,21 @@
 """Quantize the best checkpoint after training: the Lightning side of ``ser.quant.workflows``.
 
-The callback turns ``conf/quant`` into one config per step, and at the end of ``fit`` loads the
-best checkpoint into a copy of the model, calls the steps (fixed-width sweep, LAQ search,
+The callback takes one config per step (``ser.quant.config``), and at the end of ``fit`` loads
+the best checkpoint into a copy of the model, calls the steps (fixed-width sweep, LAQ search,
 recovery, legacy QAT, sensitivity greedy), logs them to TensorBoard and saves the LAQ model as
-``quantized.pt``. Pipeline of the LAQ model (each step configurable, ``conf/quant/laq.yaml``;
-``quant=laq_paper`` switches every addition off):
+``quantized.pt``. It works with any ``LightningModule`` whose Linear/Conv layers are the ones to
+quantize and any ``LightningDataModule`` with train/val/test loaders (docs/quantization-api.md).
+Pipeline of the LAQ model (``quant=laq_paper`` switches every addition off):
 
-1. quantizer: grid, scale rule, per-channel scales, bias correction, and how biases and
-   statistics are stored (``quantizer.py``);
-2. importance (Eq. 1–4) and the importance-ordered search (Eq. 5) with a score that mixes
-   validation accuracy with agreement with the full-precision model on training + validation
-   utterances (``fidelity_weight``), the fallback rule, or a size budget (``target_kb``,
-   ``target_bits``);
-3. recovery: a few epochs of quantization-aware training distilled from the full-precision
-   model; the recovered model IS the LAQ model (results.json's ``laq`` row, ``quantized.pt``);
-   the numbers before recovery stay in ``laq.before_recovery``.
+1. quantizer (``quant.quantizer``): grid, scale rule, per-channel scales, bias correction, and
+   how biases and statistics are stored (``quantizer.py``);
+2. importance (Eq. 1–4) and the importance-ordered search (Eq. 5, ``quant.search``) with a
+   score that mixes validation accuracy with agreement with the full-precision model on
+   training + validation utterances (``fidelity_weight``), the fallback rule, or a size budget
+   (``target_kb``, ``target_bits``);
+3. recovery (``quant.recovery``): a few epochs of quantization-aware training distilled from the
+   full-precision model; the recovered model IS the LAQ model (results.json's ``laq`` row,
+   ``quantized.pt``); the numbers before recovery stay in ``laq.before_recovery``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,18 @@ from torch import nn
 
 from ser.io import atomic_path
 from ser.quant import workflows
+from ser.quant.config import (
+    DEFAULTS,
+    LAQConfig,
+    QATConfig,
+    QuantizationConfig,
+    QuantizerConfig,
+    RecoveryConfig,
+    with_flat,
+)
 from ser.quant.evaluation import SplitTensors
-from ser.quant.importance import ImportanceWeights
-from ser.quant.quantizer import QuantizedTensor, QuantizerConfig
-from ser.quant.workflows import LAQConfig, QATConfig, RecoveryConfig, SearchConfig, Session
+from ser.quant.quantizer import QuantizedTensor
+from ser.quant.workflows import Session
 from ser.results import LAQ, Quantization
 
 FORMAT = "ser-quant-v2"
@@ -46,8 +55,9 @@ def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | N
     hparams = dict(getattr(module, "hparams", {}))
     features = getattr(datamodule, "feature_config", None)
     net = getattr(module, "net", module)
+    classes = hparams.get("classes")  # ser's class names; another module's "classes" may be a count
     return {
-        "classes": list(hparams.get("classes", [])),
+        "classes": list(classes) if isinstance(classes, (list, tuple)) else [],
         "n_features": hparams.get("n_features"),
         "normalize": hparams.get("normalize", "global"),
         "speaker_prior_weight": float(hparams.get("speaker_prior_weight", 0.0)),
@@ -60,62 +70,33 @@ def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | N
 class LayerwiseAdaptiveQuantization(L.Callback):
     """Fixed-bit sweep and/or LAQ search (and recovery) on the best checkpoint, at the end of ``fit``.
 
+    The keyword arguments are ``QuantizationConfig``'s (``ser.quant.config``, where every default
+    lives), nested as ``conf/quant`` nests them: ``quantizer=QuantizerConfig(...)`` is
+    ``quant.quantizer.*``, ``search=LAQConfig(...)`` is ``quant.search.*``, and so on. The flat
+    names of the release before (``t_margin=``, ``recovery_epochs=`` ...) are accepted with a
+    deprecation message until the next release.
+
     Results land in ``self.results`` (results.json's ``fixed``, ``laq`` and ``greedy``), each
     quantized model's test predictions in ``self.predictions`` (so that ``ser report`` can pool
-    folds exactly), the LAQ model in ``<save_dir>/quantized.pt``, and tables and plots in
-    TensorBoard. The flat keyword arguments are ``conf/quant``'s options (``quant.t_margin`` …).
+    folds exactly), the LAQ model in ``<save_dir>/quantized.pt`` (default: the Trainer's
+    ``default_root_dir``), and tables and plots in TensorBoard.
     """
 
     def __init__(
         self,
-        fixed_bits: Sequence[int] = (8, 7, 6, 5, 4, 3, 2, 1),
-        laq: bool = True,
-        t_margin: float = 4.0,
-        weights: dict[str, float] | ImportanceWeights | None = None,
-        min_bits: int = 1,
-        max_bits: int = 8,
-        entropy_bins: int = 256,
-        per_channel: bool = False,
-        mse_clip: bool = False,
-        grid: str = "symmetric",
-        scale: str = "max",
-        bias_bits: int = 32,
-        stats_bits: int = 32,
-        bias_correction: bool = False,
-        fidelity_weight: float = 0.0,
-        fallback: str = "max",
-        target_kb: float | None = None,
-        target_bits: float | None = None,
-        budget_refine: bool = False,
-        recovery_epochs: int = 0,
-        recovery_lr: float = 1e-4,
-        recovery_distill: float = 1.0,
-        recovery_temperature: float = 2.0,
-        recovery_batch_size: int = 32,
-        recovery_seed: int = 0,
-        qat_epochs: int = 0,
-        qat_lr: float = 1e-4,
-        greedy: bool = False,
+        fixed_bits: Sequence[int] = DEFAULTS.fixed_bits,
+        laq: bool = DEFAULTS.laq,
+        greedy: bool = DEFAULTS.greedy,
+        quantizer: QuantizerConfig = DEFAULTS.quantizer,
+        search: LAQConfig = DEFAULTS.search,
+        recovery: RecoveryConfig = DEFAULTS.recovery,
+        qat: QATConfig = DEFAULTS.qat,
         save_dir: str | None = None,
+        **flat: Any,
     ) -> None:
-        self.fixed_bits = sorted((int(b) for b in fixed_bits), reverse=True)
-        self.search = SearchConfig(
-            t_margin=float(t_margin),
-            weights=weights if isinstance(weights, ImportanceWeights) else ImportanceWeights(**dict(weights or {})),
-            min_bits=min_bits, max_bits=max_bits, entropy_bins=entropy_bins)
-        laq_config = LAQConfig(search=self.search, fidelity_weight=float(fidelity_weight), fallback=fallback,
-                               target_kb=None if target_kb is None else float(target_kb),
-                               target_bits=None if target_bits is None else float(target_bits),
-                               budget_refine=bool(budget_refine))
-        self.laq = laq_config if laq else None  # validated either way: a mistake is reported with quant=fixed too
-        self.recovery = RecoveryConfig(epochs=int(recovery_epochs), lr=recovery_lr, distill=recovery_distill,
-                                       temperature=recovery_temperature, batch_size=int(recovery_batch_size),
-                                       seed=int(recovery_seed))
-        self.qat = QATConfig(epochs=qat_epochs, lr=qat_lr)
-        self.greedy = greedy
-        self.quantizer = QuantizerConfig(per_channel=per_channel, mse_clip=mse_clip, grid=grid, scale=scale,
-                                         bias_bits=int(bias_bits), stats_bits=int(stats_bits))
-        self.bias_correction = bias_correction
+        config = QuantizationConfig(fixed_bits=fixed_bits, laq=laq, greedy=greedy, quantizer=quantizer, search=search,
+                                    recovery=recovery, qat=qat)
+        self.config = with_flat(config, flat)
         self.save_dir = save_dir
         self.results = Quantization()
         # The network's config (model.net), set by the pipeline so that quantized.pt can be exported alone.
@@ -164,29 +145,31 @@ class LayerwiseAdaptiveQuantization(L.Callback):
     def run(self, module: nn.Module, val: SplitTensors, test: SplitTensors,
             train_loader: Callable | None = None) -> Quantization:
         """Every configured step on ``module``, which is left as it was."""
-        laq = self.laq
-        needs_train = laq is not None and (laq.fidelity_weight > 0 or self.recovery.epochs > 0) or self.bias_correction
-        session = Session.open(module, val, test, train_loader, self.quantizer, self.bias_correction, needs_train)
+        config = self.config
+        needs_train = config.laq and (config.search.fidelity_weight > 0 or config.recovery.epochs > 0) \
+            or config.quantizer.bias_correction
+        session = Session.open(module, val, test, train_loader, config.quantizer, needs_train)
         self.predictions = session.predictions
         self.artifact = None
         try:
-            fixed = workflows.fixed_sweep(session, self.fixed_bits)
-            found = self._laq(session, train_loader) if laq is not None else None
-            greedy = workflows.greedy(session, self.search) if self.greedy else None
+            fixed = workflows.fixed_sweep(session, config.fixed_bits)
+            found = self._laq(session, train_loader) if config.laq else None
+            greedy = workflows.greedy(session, config.search) if config.greedy else None
         finally:
             session.weights.restore()
         return Quantization(fixed=fixed, laq=found, greedy=greedy)
 
     def _laq(self, session: Session, train_loader: Callable | None) -> LAQ:
         """Search, then recovery (which replaces the shipped model) and the report-only QAT."""
-        found, tensors = workflows.laq(session, self.laq)
+        config = self.config
+        found, tensors = workflows.laq(session, config.search)
         self.artifact = self._artifact(session.module, found.bits, tensors)
-        if self.recovery.epochs > 0 and session.train is not None:
-            found, tensors = workflows.recover(session, found, self.recovery)
+        if config.recovery.epochs > 0 and session.train is not None:
+            found, tensors = workflows.recover(session, found, config.recovery)
             self.artifact = self._artifact(session.module, found.bits, tensors)
-        if self.qat.epochs > 0 and train_loader is not None:
+        if config.qat.epochs > 0 and train_loader is not None:
             session.weights.restore()
-            found = replace(found, qat=workflows.fine_tune(session, found.bits, train_loader(), self.qat))
+            found = replace(found, qat=workflows.fine_tune(session, found.bits, train_loader(), config.qat))
         return found
 
     # -- outputs --------------------------------------------------------------------------
@@ -197,7 +180,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         for name, bits in allocation.items():
             t = tensors[name]
             bias = params.get(f"{name}.bias")
-            layers[name] = {"bits": bits, "grid": t.grid, "per_channel": self.quantizer.per_channel,
+            layers[name] = {"bits": bits, "grid": t.grid, "per_channel": self.config.quantizer.per_channel,
                             "shape": list(t.codes.shape), "codes": t.codes.cpu().clone(),
                             "scales": t.scales.detach().float().cpu().clone(),
                             "bias": None if bias is None else bias.detach().cpu().clone(),
@@ -206,7 +189,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         for name, layer in layers.items():
             state[f"{name}.weight"] = layer["weight"]
         return {"format": FORMAT, "layers": layers, "state_dict": state,
-                "quantizer": {**self.quantizer.as_dict(), "bias_correction": self.bias_correction}}
+                "quantizer": self.config.quantizer.as_dict()}
 
     def save(self, path: Path) -> None:
         """``quantized.pt``: format, quantizer settings, per-layer bits/grid/codes/scales/biases, and the full state dict."""

@@ -15,25 +15,16 @@ The paper leaves the entropy estimator open. We histogram the layer's weights in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ser.errors import SERError
+from ser.quant.config import DEFAULTS, ImportanceWeights
 from ser.quant.quantizer import quantizable_layers
 
 MODEL_BITS = 32
-
-
-@dataclass(frozen=True)
-class ImportanceWeights:
-    w_p: float = 0.11
-    w_e: float = 0.01
-    w_v: float = 0.88
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -57,10 +48,10 @@ def weight_entropy(weight: torch.Tensor, bins: int = 256) -> float:
     return float(-(p * torch.log2(p)).sum())
 
 
-def layer_importance(model: nn.Module, weights: ImportanceWeights = ImportanceWeights(), bins: int = 256) -> list[LayerImportance]:
+def layer_importance(model: nn.Module, weights: ImportanceWeights = DEFAULTS.search.weights, bins: int = 256) -> list[LayerImportance]:
     """Importance of every Linear/Conv layer of ``model``, in definition order."""
     if not 2 <= bins <= 2**MODEL_BITS:
-        raise SERError(f"quant.entropy_bins={bins} must be in 2..2^32")
+        raise SERError(f"quant.search.entropy_bins={bins} must be in 2..2^32")
     layers = quantizable_layers(model)
     total = sum(p.numel() for p in model.parameters())
     variances = {name: float(layer.weight.detach().double().var(unbiased=False)) for name, layer in layers.items()}

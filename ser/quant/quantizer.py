@@ -19,9 +19,9 @@ Scales (``scale``):
 * ``mse_clip=true`` (legacy, kept to reproduce earlier numbers): the best of 36 clipping ratios
   0.3 … 1 of max|w| on the symmetric grid, no refinement.
 
-Biases stay float32 by default (``bias_bits=32``, the paper's): they are under 1 % of the
-parameters, but errors in them shift every output of a layer. ``bias_bits`` 2–8 stores a
-quantized layer's bias as codes with a power-of-two scale, and ``stats_bits=16`` stores the
+Biases are under 1 % of the parameters, but errors in them shift every output of a layer.
+``bias_bits`` 2–8 (default 8) stores a quantized layer's bias as codes with a power-of-two
+scale, 32 as float32 (the paper's), and ``stats_bits=16`` (the default; 32: float32) stores the
 feature standardisation (mean and standard deviation) in 16 bits per value (``ser.dsp.storage``;
 ``NARROW_STATISTICS``): a 1-bit MLP's file is then mostly weights. Every quantized model is
 scored with its biases and statistics as they will be stored; full precision keeps float32.
@@ -39,42 +39,18 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ser.errors import SERError
 from ser.dsp import grid as grids
 from ser.dsp import storage
+from ser.errors import SERError
+from ser.quant.config import DEFAULTS, QuantizerConfig
 from ser.quant.evaluation import batch_rows
 
 MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-SCALES = ("max", "mse")
 _CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 _MSE_RATIOS = torch.linspace(0.05, 1.0, 40)
 _LLOYD_STEPS = 8
 _FOLDED = (nn.modules.batchnorm._BatchNorm,)  # running statistics a deployed model folds away
-
-
-@dataclass(frozen=True)
-class QuantizerConfig:
-    per_channel: bool = False
-    mse_clip: bool = False  # legacy clipping-ratio search (symmetric grid); overrides ``scale``
-    grid: str = "symmetric"
-    scale: str = "max"
-    bias_bits: int = storage.FLOAT_BITS  # a quantized layer's bias: codes at 2..8 bits, or float32
-    stats_bits: int = storage.FLOAT_BITS  # standardisation statistics of a quantized model: 16 or 32
-
-    def __post_init__(self) -> None:
-        if self.grid not in grids.GRIDS:
-            raise SERError(f"quant.grid={self.grid!r} is not one of {', '.join(grids.GRIDS)}")
-        if self.scale not in SCALES:
-            raise SERError(f"quant.scale={self.scale!r} is not one of {', '.join(SCALES)}")
-        if self.bias_bits not in storage.BIAS_BITS:
-            raise SERError(f"quant.bias_bits={self.bias_bits} must be 2..8 (integer codes) or 32 (float32)")
-        if self.stats_bits not in storage.STATS_BITS:
-            raise SERError(f"quant.stats_bits={self.stats_bits} must be 16 (float16) or 32 (float32)")
-
-    def as_dict(self) -> dict:
-        return {"per_channel": self.per_channel, "mse_clip": self.mse_clip, "grid": self.grid, "scale": self.scale,
-                "bias_bits": self.bias_bits, "stats_bits": self.stats_bits}
 
 
 @dataclass(frozen=True)
@@ -141,7 +117,7 @@ def _mse_scale(w: torch.Tensor, bits: int, grid: str) -> torch.Tensor:
     return scale
 
 
-def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig(),
+def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer,
                     scales: torch.Tensor | None = None) -> QuantizedTensor:
     """Codes, scales and dequantized weight of ``weight`` at ``bits`` (``scales`` given: keep them)."""
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -212,7 +188,7 @@ def store_statistics(values: Mapping[str, torch.Tensor], config: QuantizerConfig
         try:
             m, s = storage.round_statistics(values[mean].cpu().numpy(), values[std].cpu().numpy(), config.stats_bits)
         except ValueError as exc:
-            raise SERError(f"quant.stats_bits={config.stats_bits}: {mean}/{std}: {exc}") from None
+            raise SERError(f"quant.quantizer.stats_bits={config.stats_bits}: {mean}/{std}: {exc}") from None
         out[mean], out[std] = torch.from_numpy(m).to(values[mean]), torch.from_numpy(s).to(values[std])
     return out
 
@@ -231,7 +207,7 @@ def statistics_bytes(model: nn.Module, config: QuantizerConfig) -> int:
     return sum(b.numel() * (narrow if name in paired else 4) for name, b in values.items())
 
 
-def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = QuantizerConfig()) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer) -> tuple[torch.Tensor, torch.Tensor]:
     """The quantized weight (same shape) and its scales (one per group: α for symmetric 1 bit, the step otherwise)."""
     t = quantize_tensor(weight, bits, config)
     return t.weight, t.scales
@@ -248,7 +224,7 @@ def fake_quantize(weight: torch.Tensor, bits: int, grid: str, scales: torch.Tens
 def quantize_(
     module: nn.Module,
     allocation: Mapping[str, int],
-    config: QuantizerConfig = QuantizerConfig(),
+    config: QuantizerConfig = DEFAULTS.quantizer,
     scales: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, QuantizedTensor]:
     """Quantize ``module``'s layers in place, each to its width in ``allocation`` ({layer name: bits},
@@ -290,7 +266,7 @@ def stored_bits(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, conf
     return weight.numel() * bits + 32 * scales + bias_bits
 
 
-def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
+def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = DEFAULTS.quantizer) -> float:
     """Storage of the whole model in KB (1000 bytes): every parameter and buffer the net needs.
 
     Layers absent from ``bits`` and parameters outside Linear/Conv layers count at 32 bits.
@@ -311,11 +287,11 @@ def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfi
 FILE_OVERHEAD_KB = 2.1
 
 
-def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = QuantizerConfig()) -> float:
+def file_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = DEFAULTS.quantizer) -> float:
     """What a deployed model file needs, in KB: ``model_size_kb`` plus the buffers the model
     computes with outside its layers (``statistics``: feature standardisation, speaker population)
     at ``config.stats_bits`` (``statistics_bytes``) plus ``FILE_OVERHEAD_KB``. Size budgets
-    (``quant.target_kb``) are held to this, because edge users budget the file, not the weights."""
+    (``quant.search.target_kb``) are held to this, because edge users budget the file, not the weights."""
     return model_size_kb(model, bits, config) + statistics_bytes(model, config) / 1000 + FILE_OVERHEAD_KB
 
 
@@ -378,7 +354,7 @@ class QuantizedWeights:
     training data), each quantized layer's bias becomes b + (W − W_q)·E[x].
     """
 
-    def __init__(self, model: nn.Module, config: QuantizerConfig = QuantizerConfig(),
+    def __init__(self, model: nn.Module, config: QuantizerConfig = DEFAULTS.quantizer,
                  input_means: dict[str, torch.Tensor] | None = None):
         self.model = model
         self.config = config

@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+from ser.quant.config import FALLBACKS
 from ser.quant.importance import LayerImportance
 
 Evaluate = Callable[[dict[str, int]], float]
-FALLBACKS = ("max", "best")
 # T_margin ladder (percentage points) tried by budget_search, inf last: every layer at the lowest width.
 BUDGET_MARGINS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 75.0, 100.0, float("inf"))
 

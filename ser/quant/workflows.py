@@ -1,7 +1,7 @@
 """The quantization steps, each a function of a ``Session`` and its own config: the fixed-width
 sweep, the LAQ search, recovery, the legacy QAT fine-tuning and the sensitivity-greedy baseline.
 
-``LayerwiseAdaptiveQuantization`` (callback.py) builds the configs from ``conf/quant``, calls
+``LayerwiseAdaptiveQuantization`` (callback.py) takes the configs (``ser.quant.config``), calls
 these in order on a copy of the best checkpoint, logs and saves; the steps themselves need no
 Trainer, so tests drive each one on a small network. A step leaves the module holding the last
 model it scored (the search and recovery: the model they report); the caller restores it with
@@ -25,83 +25,16 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import parametrize
 
-from ser.errors import SERError
 from ser.quant import quantizer
+from ser.quant.config import LAQConfig, QATConfig, QuantizerConfig, RecoveryConfig, SearchConfig
 from ser.quant.evaluation import SplitTensors, accuracy, logits, predict, scores
-from ser.quant.importance import ImportanceWeights, layer_importance
-from ser.quant.quantizer import QuantizedTensor, QuantizedWeights, QuantizerConfig
-from ser.quant.search import FALLBACKS, budget_search, greedy_search, laq_search
+from ser.quant.importance import layer_importance
+from ser.quant.quantizer import QuantizedTensor, QuantizedWeights
+from ser.quant.search import budget_search, greedy_search, laq_search
 from ser.results import LAQ, QAT, Budget, BudgetStep, CurvePoint, FixedRow, Greedy, LayerRecord, QuantizerRecord, Recovery, \
     Scores, Signal, Tried
 
 log = logging.getLogger(__name__)
-
-
-# -- configs ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """What any importance-ordered allocation needs: the margin, Eq. 4's weights and the widths."""
-
-    t_margin: float = 4.0
-    weights: ImportanceWeights = field(default_factory=ImportanceWeights)
-    min_bits: int = 1
-    max_bits: int = 8
-    entropy_bins: int = 256
-
-    def __post_init__(self) -> None:
-        if not quantizer.MIN_BITS <= self.min_bits <= self.max_bits <= quantizer.MAX_BITS:
-            raise SERError(f"quant.min_bits..quant.max_bits = {self.min_bits}..{self.max_bits} must lie within 1..8")
-
-    @property
-    def bit_range(self) -> tuple[int, ...]:
-        return tuple(range(self.min_bits, self.max_bits + 1))
-
-
-@dataclass(frozen=True)
-class LAQConfig:
-    """The LAQ search: Eq. 5 with a signal (``fidelity_weight``), a fallback and an optional size budget."""
-
-    search: SearchConfig = field(default_factory=SearchConfig)
-    fidelity_weight: float = 0.0
-    fallback: str = "max"
-    target_kb: float | None = None
-    target_bits: float | None = None
-    budget_refine: bool = False  # under a budget: uniform widths as candidates, then one-width moves (search.budget_search)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.fidelity_weight <= 1.0:
-            raise SERError(f"quant.fidelity_weight must be in [0, 1], got {self.fidelity_weight}")
-        if self.fallback not in FALLBACKS:
-            raise SERError(f"quant.fallback must be 'max' or 'best', got {self.fallback!r}")
-
-    @property
-    def budgeted(self) -> bool:
-        return self.target_kb is not None or self.target_bits is not None
-
-
-@dataclass(frozen=True)
-class RecoveryConfig:
-    """Quantization-aware training at the chosen bits and scales, distilled from full precision."""
-
-    epochs: int = 0
-    lr: float = 1e-4
-    distill: float = 1.0  # weight of distillation; the rest is cross-entropy on labels
-    temperature: float = 2.0
-    batch_size: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.distill <= 1.0:
-            raise SERError(f"quant.recovery_distill must be in [0, 1], got {self.distill}")
-
-
-@dataclass(frozen=True)
-class QATConfig:
-    """Legacy report-only fine-tuning at the LAQ bits (straight-through, scales re-fit each step)."""
-
-    epochs: int = 0
-    lr: float = 1e-4
 
 
 # -- the shared state ---------------------------------------------------------------------
@@ -117,25 +50,24 @@ class Session:
     test: SplitTensors
     train: SplitTensors | None
     quantizer: QuantizerConfig
-    bias_correction: bool
     n_classes: int
     baseline_val: float  # the full-precision model's validation accuracy
     predictions: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, module: nn.Module, val: SplitTensors, test: SplitTensors, train_loader: Callable[[], Iterable] | None,
-             config: QuantizerConfig, bias_correction: bool, needs_train: bool) -> "Session":
+             config: QuantizerConfig, needs_train: bool) -> "Session":
         """Collect the training split only when a step needs it (``needs_train``); bias correction's input
         means come from it, or from validation when there is no training loader."""
         n_classes = int(torch.cat([val.targets, test.targets]).max()) + 1
         train = SplitTensors.collect(train_loader(), val.inputs.device) if train_loader is not None and needs_train else None
-        means = quantizer.mean_inputs(module, train.inputs if train is not None else val.inputs) if bias_correction else None
+        means = quantizer.mean_inputs(module, train.inputs if train is not None else val.inputs) if config.bias_correction else None
         weights = QuantizedWeights(module, config, means)
-        return cls(module, weights, val, test, train, config, bias_correction, n_classes, accuracy(module, val))
+        return cls(module, weights, val, test, train, config, n_classes, accuracy(module, val))
 
     @property
     def quantizer_record(self) -> QuantizerRecord:
-        return QuantizerRecord(**self.quantizer.as_dict(), bias_correction=self.bias_correction)
+        return QuantizerRecord(**self.quantizer.as_dict())
 
     def scores(self, allocation: dict[str, int], name: str) -> Scores:
         """The module as it is now (holding ``allocation``), scored; its test predictions kept as ``name``."""
@@ -208,7 +140,7 @@ def _evaluator(session: Session):
 
 def _budget_search(session: Session, config: LAQConfig, importance, scorer: Scorer):
     """Eq. 5 at the T_margin that fits the size budget best, and what the budget came to."""
-    module, bit_range = session.module, config.search.bit_range
+    module, bit_range = session.module, config.bit_range
 
     def fits(allocation: dict[str, int]) -> float:  # ≤ 1 when every budget is met
         ratios = [0.0]
@@ -242,7 +174,7 @@ def _narrower(session: Session, allocation: dict[str, int], config: LAQConfig) -
     narrow = replace(session.quantizer, bias_bits=min(8, session.quantizer.bias_bits),
                      stats_bits=min(16, session.quantizer.stats_bits))
     kb = quantizer.file_size_kb(session.module, allocation, narrow)
-    return (f" (with quant.bias_bits={narrow.bias_bits} quant.stats_bits={narrow.stats_bits} it would be about "
+    return (f" (with quant.quantizer.bias_bits={narrow.bias_bits} quant.quantizer.stats_bits={narrow.stats_bits} it would be about "
             f"{kb:.1f} KB)")
 
 
@@ -250,15 +182,15 @@ def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTe
     """Importance (Eq. 1–4) and the search (Eq. 5): the LAQ row and each layer's quantized tensor.
     Leaves the module holding the allocation."""
     session.weights.restore()
-    importance = layer_importance(session.module, config.search.weights, config.search.entropy_bins)
-    t_margin, bit_range = config.search.t_margin, config.search.bit_range
+    importance = layer_importance(session.module, config.weights, config.entropy_bins)
+    t_margin, bit_range = config.t_margin, config.bit_range
     start = time.perf_counter()
     budget = None
     if config.fidelity_weight > 0:
         train, val = session.train, session.val
         fidelity = val if train is None else SplitTensors(torch.cat([train.inputs, val.inputs]), torch.cat([train.targets, val.targets]))
         scorer = Scorer(session.module, session.weights, val, fidelity, config.fidelity_weight)
-    elif not config.budgeted and not session.bias_correction and config.fallback == "max":
+    elif not config.budgeted and not session.quantizer.bias_correction and config.fallback == "max":
         scorer = None  # the paper's search, evaluation for evaluation (no memoisation: counts stay comparable)
     else:
         scorer = Scorer(session.module, session.weights, session.val, None, 0.0)
@@ -275,7 +207,7 @@ def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTe
     record = LAQ(
         scores=row,
         t_margin=search.t_margin if search.t_margin is not None else t_margin,
-        weights=config.search.weights.as_dict(),
+        weights=config.weights.as_dict(),
         evaluations=search.evaluations,
         search_s=search_s,
         quantizer=session.quantizer_record,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, average_bits, model_size_kb, quantize
+
+# The paper's quantizer (conf/quant/laq_paper.yaml): symmetric grid, max|w| scale, float32 biases and statistics.
+PAPER = QuantizerConfig(grid="symmetric", scale="max", bias_bits=32, stats_bits=32)
 
 
 @pytest.fixture
@@ -17,7 +22,7 @@ def weight() -> torch.Tensor:
 
 @pytest.mark.parametrize("bits", range(2, 9))
 def test_symmetric_levels_are_integer_steps_from_minus_to_plus_2_to_the_bits_minus_1_minus_1(weight, bits):
-    q, (scale,) = quantize(weight, bits)
+    q, (scale,) = quantize(weight, bits, PAPER)
     levels = torch.unique(q)
     top = 2 ** (bits - 1) - 1
     assert scale == pytest.approx(float(weight.abs().max()) / top)
@@ -30,7 +35,7 @@ def test_symmetric_levels_are_integer_steps_from_minus_to_plus_2_to_the_bits_min
 
 
 def test_one_bit_gives_plus_minus_mean_absolute_weight(weight):
-    q, (alpha,) = quantize(weight, 1)
+    q, (alpha,) = quantize(weight, 1, PAPER)
     assert alpha == pytest.approx(float(weight.abs().mean()))
     assert torch.unique(q).tolist() == pytest.approx([-float(alpha), float(alpha)])
     assert torch.equal(q > 0, weight >= 0)
@@ -38,19 +43,19 @@ def test_one_bit_gives_plus_minus_mean_absolute_weight(weight):
 
 def test_two_bits_use_minus_one_zero_one_times_the_scale():
     w = torch.tensor([[-1.0, -0.6, -0.4, 0.0, 0.3, 0.51, 1.0]])
-    q, _ = quantize(w, 2)
+    q, _ = quantize(w, 2, PAPER)
     assert q.tolist() == [[-1.0, -1.0, 0.0, 0.0, 0.0, 1.0, 1.0]]
 
 
 def test_per_channel_scales_follow_each_output_row():
     w = torch.tensor([[1.0, -0.5], [10.0, 5.0]])
-    _, scales = quantize(w, 3, QuantizerConfig(per_channel=True))
+    _, scales = quantize(w, 3, replace(PAPER, per_channel=True))
     assert scales.tolist() == pytest.approx([1 / 3, 10 / 3])
 
 
 def test_mse_clipping_reduces_reconstruction_error(weight):
-    plain, _ = quantize(weight, 2)
-    clipped, _ = quantize(weight, 2, QuantizerConfig(mse_clip=True))
+    plain, _ = quantize(weight, 2, PAPER)
+    clipped, _ = quantize(weight, 2, replace(PAPER, mse_clip=True))
     assert (clipped - weight).square().sum() < 0.8 * (plain - weight).square().sum()
 
 
@@ -74,8 +79,8 @@ def test_size_counts_weights_at_their_bits_and_biases_and_scales_at_32():
     model = _known_model()
     bits = {"0": 2, "2": 8}
     expected_bits = 200 * 2 + 20 * 32 + 32 + 100 * 8 + 5 * 32 + 32
-    assert model_size_kb(model, bits) == pytest.approx(expected_bits / 8 / 1000)
-    assert model_size_kb(model, bits, QuantizerConfig(per_channel=True)) == pytest.approx(
+    assert model_size_kb(model, bits, PAPER) == pytest.approx(expected_bits / 8 / 1000)
+    assert model_size_kb(model, bits, replace(PAPER, per_channel=True)) == pytest.approx(
         (expected_bits - 64 + 32 * (20 + 5)) / 8 / 1000
     )
     assert model_size_kb(model, {}) == pytest.approx(325 * 4 / 1000)
@@ -85,7 +90,7 @@ def test_size_counts_parameters_outside_linear_and_conv_at_32_bits():
     model = nn.Sequential(nn.Conv1d(1, 4, 3), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(8, 2))
     bits = {"0": 4, "3": 4}
     conv, linear = 12 * 4 + 4 * 32 + 32, 16 * 4 + 2 * 32 + 32
-    assert model_size_kb(model, bits) == pytest.approx((conv + linear + 8 * 32) / 8 / 1000)
+    assert model_size_kb(model, bits, PAPER) == pytest.approx((conv + linear + 8 * 32) / 8 / 1000)
 
 
 def test_quantized_weights_apply_and_restore_exactly():
@@ -100,7 +105,7 @@ def test_quantized_weights_apply_and_restore_exactly():
 
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 def test_mse_scales_on_the_full_grid_reconstruct_better_than_the_papers(weight, bits):
-    paper, _ = quantize(weight, bits)
+    paper, _ = quantize(weight, bits, PAPER)
     ours, _ = quantize(weight, bits, QuantizerConfig(grid="full", scale="mse"))
     assert (ours - weight).square().sum() <= (paper - weight).square().sum() + 1e-6
     if bits == 2:  # 4 levels instead of 3
@@ -126,11 +131,12 @@ def test_bias_correction_keeps_each_layers_mean_output():
     with torch.no_grad():
         hidden = torch.relu(model[0](x))
         reference = model[2](hidden).mean(dim=0)
-        swap = QuantizedWeights(model, QuantizerConfig(grid="full", scale="mse"), means)
+        float_biases = QuantizerConfig(bias_bits=32)  # stored as corrected, not rounded to 8-bit codes
+        swap = QuantizedWeights(model, float_biases, means)
         swap.apply({"2": 1})
         corrected = model[2](hidden).mean(dim=0)
         swap.restore()
-        QuantizedWeights(model, QuantizerConfig(grid="full", scale="mse")).apply({"2": 1})
+        QuantizedWeights(model, float_biases).apply({"2": 1})
         uncorrected = model[2](hidden).mean(dim=0)
     torch.testing.assert_close(corrected, reference, atol=1e-5, rtol=1e-5)
     assert float((uncorrected - reference).abs().max()) > 1e-3
@@ -156,7 +162,7 @@ def test_file_size_adds_the_standardisation_buffers_and_the_header_to_the_weight
     net.register_buffer("feature_std", torch.ones(10))
     bits = {"0": 2, "2": 2}
     # 20 float32 standardisation values; the batch norm's running statistics are folded away.
-    assert file_size_kb(net, bits) == pytest.approx(model_size_kb(net, bits) + 20 * 4 / 1000 + FILE_OVERHEAD_KB)
+    assert file_size_kb(net, bits, PAPER) == pytest.approx(model_size_kb(net, bits, PAPER) + 20 * 4 / 1000 + FILE_OVERHEAD_KB)
 
 
 def test_quantize_sets_each_named_layer_to_its_width_and_leaves_the_others():
@@ -241,5 +247,5 @@ def test_quantize_stores_the_named_layers_biases_and_the_statistics():
 def test_storage_widths_a_file_cannot_hold_are_refused_naming_the_option(field, value):
     from ser.errors import SERError
 
-    with pytest.raises(SERError, match=f"quant.{field}={value}"):
+    with pytest.raises(SERError, match=f"quant.quantizer.{field}={value}"):
         QuantizerConfig(**{field: value})

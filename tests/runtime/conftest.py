@@ -52,7 +52,7 @@ def speaker_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
 @pytest.fixture(scope="session")
 def speaker_laq_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
     """The same corpus and normalisation with the default LAQ (full grid, recovery), exported from quantized.pt."""
-    return _speaker_run("speaker_laq_run", ("quant.fixed_bits=[]", "quant.recovery_epochs=3"), [], tiny_manifest,
+    return _speaker_run("speaker_laq_run", ("quant.fixed_bits=[]", "quant.recovery.epochs=3"), [], tiny_manifest,
                         cache_dir, tmp_path_factory)
 
 

@@ -82,7 +82,8 @@ def test_runtime_equals_the_torch_model_given_the_per_speaker_test_statistics_of
     state = torch.load(speaker_run.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     net = MLP(dm.n_features, len(dm.classes), hidden=[l.weight.shape[0] for l in model.layers[:-1]])
     net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
-    QuantizedWeights(net).apply({name: 8 for name, _ in net.named_children() if isinstance(_, torch.nn.Linear)})
+    quantizer = ExportSource.load(speaker_run.run_dir, bits=8).quantizer  # the run's: quant=none records none
+    QuantizedWeights(net, quantizer).apply({name: 8 for name, _ in net.named_children() if isinstance(_, torch.nn.Linear)})
     with torch.no_grad():
         reference = torch.softmax(net.eval()((dm.tensors("test")[0] - state["feature_mean"]) / state["feature_std"]), 1).numpy()
 
