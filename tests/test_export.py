@@ -14,8 +14,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ser.dsp.audio import load_audio
-from ser.export import ARTIFACT_FORMAT, ExportSource, main as export_main, theoretical_bytes
+from ser.export import ExportSource, main as export_main, theoretical_bytes
 from ser.models.mlp import MLP
+from ser.quant.artifact import FORMAT
 from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, quantize_tensor
 from ser.runtime import model_file
 from ser.runtime.features import Extractor
@@ -80,16 +81,10 @@ def _copy_run(run_dir: Path, to: Path, artifact: bool = True) -> Path:
 def test_default_run_saves_a_recovered_full_grid_artifact_that_export_reads(exported):
     run_dir, results, _ = exported
     artifact = _artifact(run_dir)
-    assert artifact["format"] == ARTIFACT_FORMAT
+    assert artifact["format"] == FORMAT
     assert results["laq"]["quantizer"]["grid"] == "full" and results["laq"].get("recovery"), \
         "these tests are about the default LAQ: full grid and recovery"
     assert ExportSource.load(run_dir).origin == "quantized.pt"
-
-
-def test_artifact_format_is_the_callbacks():
-    from ser.quant.callback import FORMAT
-
-    assert ARTIFACT_FORMAT == FORMAT
 
 
 def test_exported_file_is_within_5_percent_plus_2_kb_of_the_theoretical_size(exported):

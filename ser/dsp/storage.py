@@ -42,6 +42,21 @@ def check_stats_bits(bits: int) -> None:
         raise ValueError(f"statistics bits must be 16 (float16) or 32 (float32), got {bits}")
 
 
+def layer_bits(weights: int, bits: int, scales: int, bias: int | None = None, bias_bits: int = FLOAT_BITS) -> int:
+    """Bits one quantized layer stores, the one size rule of the quantizer's budgets and the exporter's report:
+    ``weights`` codes at ``bits``, ``scales`` at 32, and a bias of ``bias`` values (None: none) at ``bias_bits``,
+    plus its 32-bit scale when stored as codes."""
+    stored_bias = 0 if bias is None else bias * bias_bits + (FLOAT_BITS if bias_bits < FLOAT_BITS else 0)
+    return weights * bits + FLOAT_BITS * scales + stored_bias
+
+
+def statistics_bits(narrow: int, wide: int, stats_bits: int) -> int:
+    """Bits of a model's statistics: ``narrow`` values (the standardisation) at ``stats_bits``, ``wide`` ones
+    (a speaker-normalised model's population) at 32."""
+    check_stats_bits(stats_bits)
+    return narrow * stats_bits + wide * FLOAT_BITS
+
+
 def bias_scale(bias: np.ndarray, bits: int) -> float:
     """The smallest power of two ``s`` with max|bias| / s within the grid's top level (1.0 for a zero bias)."""
     peak = float(np.max(np.abs(bias))) if np.size(bias) else 0.0
