@@ -30,6 +30,10 @@ from ser.dsp import grid as grids
 FLOAT_BITS = 32
 BIAS_BITS = (2, 3, 4, 5, 6, 7, 8, FLOAT_BITS)
 STATS_BITS = (16, FLOAT_BITS)
+# The statistics stored at ``stats_bits`` ({mean: std}): the standardisation a model applies in its forward
+# pass. A speaker-normalised model's population statistics stay float32: they shrink a new speaker's estimate
+# outside the model, as the datamodule did (in float32) for every scored split.
+NARROW_STATISTICS = {"feature_mean": "feature_std"}
 
 
 def check_bias_bits(bits: int) -> None:

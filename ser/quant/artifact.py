@@ -15,7 +15,7 @@ Lightning, so export can read an artifact without pulling in the training stack.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,6 @@ class QuantizedArtifact:
     quantizer: QuantizerConfig
     bias_correction: bool = False
     metadata: ArtifactMetadata | None = None
-    format: str = field(default=FORMAT)
 
     @property
     def bits(self) -> dict[str, int]:
@@ -119,7 +118,7 @@ class QuantizedArtifact:
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form: plain tensors, lists and numbers (``weights_only`` loading reads it)."""
-        out = {"format": self.format, "layers": {name: layer.to_dict() for name, layer in self.layers.items()},
+        out = {"format": FORMAT, "layers": {name: layer.to_dict() for name, layer in self.layers.items()},
                "state_dict": self.state_dict,
                "quantizer": {**self.quantizer.as_dict(), "bias_correction": self.bias_correction}}
         if self.metadata is not None:
@@ -149,7 +148,7 @@ class QuantizedArtifact:
             metadata = stored.get("metadata")
             return cls(layers, {k: v.detach().cpu() for k, v in stored["state_dict"].items()},
                        quantizer_config(quantizer), bool(quantizer.get("bias_correction", False)),
-                       ArtifactMetadata.from_dict(metadata) if metadata else None, stored["format"])
+                       ArtifactMetadata.from_dict(metadata) if metadata else None)
         except (KeyError, TypeError, AttributeError) as exc:
             raise SERError(f"{where}: not a complete {FORMAT} artifact ({exc.__class__.__name__}: {exc}); "
                            "train the run again") from exc

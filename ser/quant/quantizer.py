@@ -190,10 +190,7 @@ def statistics(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: b for name, b in model.named_buffers() if b.is_floating_point() and id(b) not in folded}
 
 
-# The statistics stored at ``stats_bits``: the standardisation the model applies in its forward
-# pass. A speaker-normalised model's population statistics stay float32: they shrink a new
-# speaker's estimate outside the model, as the datamodule did (in float32) for every scored split.
-NARROW_STATISTICS = {"feature_mean": "feature_std"}
+NARROW_STATISTICS = storage.NARROW_STATISTICS  # the statistics stored at ``stats_bits``
 
 
 def _pairs(names) -> dict[str, str]:

@@ -25,10 +25,8 @@ from ser.dsp.feature_config import FeatureConfig
 from ser.runtime import model_file
 from ser.runtime.model_file import ModelFileError, Section
 
-# The standardisation stored at ``stats_bits`` (float16 mean in units of the bfloat16 deviation, ser.dsp.storage);
-# a speaker-normalised model's population statistics stay float32.
+# The statistics a file holds: the standardisation, and a speaker-normalised model's population.
 STATISTICS = (("feature_mean", "feature_std"), ("population_mean", "population_std"))
-NARROW_STATISTICS = STATISTICS[:1]
 OPS = ("transpose", "unsqueeze", "conv2d", "relu", "avgpool2d", "concat", "mean", "linear")
 
 
@@ -140,7 +138,7 @@ class SerqModel:
         ``bias_bits``, the standardisation at ``stats_bits``, every other array as float32."""
         bits = {f"{layer.name}.codes": layer.bits for layer in self.header.layers}
         mlp_biases = set() if self.header.network is not None else {f"{l.name}.bias" for l in self.header.layers}
-        narrow = {} if self.stats_bits == storage.FLOAT_BITS else dict(NARROW_STATISTICS)
+        narrow = {} if self.stats_bits == storage.FLOAT_BITS else storage.NARROW_STATISTICS
         sections = []
         for name, values in self.arrays.items():
             if name in bits:
