@@ -12,7 +12,14 @@ import torch
 from ser.dsp import storage
 from ser.dsp.feature_config import FeatureConfig
 from ser.errors import SERError
-from ser.export import ExportSource, theoretical_bytes, to_serq, write_c, write_onnx, write_serq
+from ser.export import (
+    ExportSource,
+    theoretical_bytes,
+    to_serq,
+    write_c,
+    write_onnx,
+    write_serq,
+)
 from ser.models.lightsernet import LightSERNet
 from ser.models.mlp import MLP
 from ser.models.module import SERClassifier
