@@ -38,7 +38,6 @@ from ser.quant.workflows import LAQConfig, QATConfig, RecoveryConfig, SearchConf
 from ser.results import LAQ, Quantization
 
 
-
 def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | None) -> ArtifactMetadata:
     """What a deployment needs besides the weights, so the artifact stands alone (no results.json,
     no .hydra/): class names, input shape, normalisation, feature settings and the network type."""
