@@ -21,7 +21,7 @@ import torch
 
 from ser.dsp.audio import load_audio
 from ser.data.features import FeatureExtractor
-from ser.export import ExportSource, _Deployed, theoretical_bytes, write_serq
+from ser.export import Deployed, ExportSource, theoretical_bytes, write_serq
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     numpy_features = Extractor(model.features)
     torch_features = FeatureExtractor(model.features)
-    deployed = _Deployed(source).eval()
+    deployed = Deployed(source)
     # A speaker-normalised model is timed with the population's statistics (what it uses
     # before a speaker has enrolled); the arithmetic is the same with anyone's.
     speaker = model.population

@@ -30,6 +30,10 @@ from ser.dsp import grid as grids
 FLOAT_BITS = 32
 BIAS_BITS = (2, 3, 4, 5, 6, 7, 8, FLOAT_BITS)
 STATS_BITS = (16, FLOAT_BITS)
+# The statistics stored at ``stats_bits`` ({mean: std}): the standardisation a model applies in its forward
+# pass. A speaker-normalised model's population statistics stay float32: they shrink a new speaker's estimate
+# outside the model, as the datamodule did (in float32) for every scored split.
+NARROW_STATISTICS = {"feature_mean": "feature_std"}
 
 
 def check_bias_bits(bits: int) -> None:
@@ -40,6 +44,21 @@ def check_bias_bits(bits: int) -> None:
 def check_stats_bits(bits: int) -> None:
     if bits not in STATS_BITS:
         raise ValueError(f"statistics bits must be 16 (float16) or 32 (float32), got {bits}")
+
+
+def layer_bits(weights: int, bits: int, scales: int, bias: int | None = None, bias_bits: int = FLOAT_BITS) -> int:
+    """Bits one quantized layer stores, the one size rule of the quantizer's budgets and the exporter's report:
+    ``weights`` codes at ``bits``, ``scales`` at 32, and a bias of ``bias`` values (None: none) at ``bias_bits``,
+    plus its 32-bit scale when stored as codes."""
+    stored_bias = 0 if bias is None else bias * bias_bits + (FLOAT_BITS if bias_bits < FLOAT_BITS else 0)
+    return weights * bits + FLOAT_BITS * scales + stored_bias
+
+
+def statistics_bits(narrow: int, wide: int, stats_bits: int) -> int:
+    """Bits of a model's statistics: ``narrow`` values (the standardisation) at ``stats_bits``, ``wide`` ones
+    (a speaker-normalised model's population) at 32."""
+    check_stats_bits(stats_bits)
+    return narrow * stats_bits + wide * FLOAT_BITS
 
 
 def bias_scale(bias: np.ndarray, bits: int) -> float:

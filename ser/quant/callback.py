@@ -30,7 +30,6 @@ import lightning as L
 import torch
 from torch import nn
 
-from ser.io import atomic_path
 from ser.quant import workflows
 from ser.quant.config import (
     DEFAULTS,
@@ -41,30 +40,24 @@ from ser.quant.config import (
     RecoveryConfig,
     with_flat,
 )
+from ser.quant.artifact import FILENAME, ArtifactLayer, ArtifactMetadata, QuantizedArtifact
 from ser.quant.evaluation import SplitTensors
 from ser.quant.quantizer import QuantizedTensor
 from ser.quant.workflows import Session
 from ser.results import LAQ, Quantization
 
-FORMAT = "ser-quant-v2"
 
-
-def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | None) -> dict[str, Any]:
+def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | None) -> ArtifactMetadata:
     """What a deployment needs besides the weights, so the artifact stands alone (no results.json,
     no .hydra/): class names, input shape, normalisation, feature settings and the network type."""
     hparams = dict(getattr(module, "hparams", {}))
-    features = getattr(datamodule, "feature_config", None)
     net = getattr(module, "net", module)
     classes = hparams.get("classes")  # ser's class names; another module's "classes" may be a count
-    return {
-        "classes": list(classes) if isinstance(classes, (list, tuple)) else [],
-        "n_features": hparams.get("n_features"),
-        "normalize": hparams.get("normalize", "global"),
-        "speaker_prior_weight": float(hparams.get("speaker_prior_weight", 0.0)),
-        "features": features.to_dict() if features is not None else None,
-        "network": f"{type(net).__module__}.{type(net).__qualname__}",
-        "net_config": net_config,  # the network's constructor settings (model.net), to rebuild it
-    }
+    return ArtifactMetadata(classes=list(classes) if isinstance(classes, (list, tuple)) else [],
+                            n_features=hparams.get("n_features"), normalize=hparams.get("normalize", "global"),
+                            speaker_prior_weight=float(hparams.get("speaker_prior_weight", 0.0)),
+                            features=getattr(datamodule, "feature_config", None),
+                            network=f"{type(net).__module__}.{type(net).__qualname__}", net_config=net_config)
 
 
 class LayerwiseAdaptiveQuantization(L.Callback):
@@ -102,7 +95,7 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         # The network's config (model.net), set by the pipeline so that quantized.pt can be exported alone.
         self.net_config: dict[str, Any] | None = None
         self.predictions: dict[str, list[int]] = {}
-        self.artifact: dict[str, Any] | None = None
+        self.artifact: QuantizedArtifact | None = None
         self._fitted = False  # set when fit ends normally; teardown then quantizes
 
     # -- Lightning hook -------------------------------------------------------------------
@@ -138,8 +131,8 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         self._log(trainer)
         save_dir = Path(self.save_dir or trainer.default_root_dir)
         if self.results.laq is not None and self.artifact is not None:
-            self.artifact["metadata"] = _metadata(pl_module, datamodule, self.net_config)
-            self.save(save_dir / "quantized.pt")
+            self.artifact.metadata = _metadata(pl_module, datamodule, self.net_config)
+            self.save(save_dir / FILENAME)
 
     # -- the work, usable without a Trainer ----------------------------------------------
     def run(self, module: nn.Module, val: SplitTensors, test: SplitTensors,
@@ -173,30 +166,28 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         return found
 
     # -- outputs --------------------------------------------------------------------------
-    def _artifact(self, module: nn.Module, allocation: dict[str, int], tensors: dict[str, QuantizedTensor]) -> dict[str, Any]:
+    def _artifact(self, module: nn.Module, allocation: dict[str, int],
+                  tensors: dict[str, QuantizedTensor]) -> QuantizedArtifact:
         """The shipped LAQ model, self-contained (see ``save``); taken while ``module`` holds it."""
         params = dict(module.named_parameters())
         layers = {}
         for name, bits in allocation.items():
             t = tensors[name]
             bias = params.get(f"{name}.bias")
-            layers[name] = {"bits": bits, "grid": t.grid, "per_channel": self.config.quantizer.per_channel,
-                            "shape": list(t.codes.shape), "codes": t.codes.cpu().clone(),
-                            "scales": t.scales.detach().float().cpu().clone(),
-                            "bias": None if bias is None else bias.detach().cpu().clone(),
-                            "weight": t.weight.detach().cpu().clone()}
+            layers[name] = ArtifactLayer(bits, t.grid, self.config.quantizer.per_channel, t.codes.cpu().clone(),
+                                         t.scales.detach().float().cpu().clone(),
+                                         None if bias is None else bias.detach().cpu().clone(),
+                                         t.weight.detach().cpu().clone())
         state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
         for name, layer in layers.items():
-            state[f"{name}.weight"] = layer["weight"]
-        return {"format": FORMAT, "layers": layers, "state_dict": state,
-                "quantizer": self.config.quantizer.as_dict()}
+            state[f"{name}.weight"] = layer.weight
+        return QuantizedArtifact(layers, state, self.config.quantizer)
 
     def save(self, path: Path) -> None:
-        """``quantized.pt``: format, quantizer settings, per-layer bits/grid/codes/scales/biases, and the full state dict."""
-        if self.artifact is None:
-            return
-        with atomic_path(path) as tmp:
-            torch.save(self.artifact, tmp)
+        """``quantized.pt`` (``ser.quant.artifact``): format, quantizer settings, per-layer bits/grid/codes/scales/
+        biases, the full state dict and the deployment metadata."""
+        if self.artifact is not None:
+            self.artifact.save(path)
 
     def _log(self, trainer: L.Trainer) -> None:
         experiment = getattr(trainer.logger, "experiment", None)

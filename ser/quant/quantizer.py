@@ -166,10 +166,7 @@ def statistics(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: b for name, b in model.named_buffers() if b.is_floating_point() and id(b) not in folded}
 
 
-# The statistics stored at ``stats_bits``: the standardisation the model applies in its forward
-# pass. A speaker-normalised model's population statistics stay float32: they shrink a new
-# speaker's estimate outside the model, as the datamodule did (in float32) for every scored split.
-NARROW_STATISTICS = {"feature_mean": "feature_std"}
+NARROW_STATISTICS = storage.NARROW_STATISTICS  # the statistics stored at ``stats_bits``
 
 
 def _pairs(names) -> dict[str, str]:
@@ -203,8 +200,9 @@ def statistics_bytes(model: nn.Module, config: QuantizerConfig) -> int:
     """Bytes the file spends on the model's ``statistics`` at ``config.stats_bits``."""
     values = statistics(model)
     paired = {name for pair in _pairs(values).items() for name in pair}
-    narrow = config.stats_bits // 8
-    return sum(b.numel() * (narrow if name in paired else 4) for name, b in values.items())
+    narrow = sum(b.numel() for name, b in values.items() if name in paired)
+    wide = sum(b.numel() for name, b in values.items() if name not in paired)
+    return storage.statistics_bits(narrow, wide, config.stats_bits) // 8
 
 
 def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,8 +260,7 @@ def stored_bits(weight: torch.Tensor, bias: torch.Tensor | None, bits: int, conf
     if bits >= 32:
         return (weight.numel() + (bias.numel() if bias is not None else 0)) * 32
     scales = weight.shape[0] if config.per_channel else 1
-    bias_bits = 0 if bias is None else bias.numel() * config.bias_bits + (32 if config.bias_bits < 32 else 0)
-    return weight.numel() * bits + 32 * scales + bias_bits
+    return storage.layer_bits(weight.numel(), bits, scales, None if bias is None else bias.numel(), config.bias_bits)
 
 
 def model_size_kb(model: nn.Module, bits: dict[str, int], config: QuantizerConfig = DEFAULTS.quantizer) -> float:

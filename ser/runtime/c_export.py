@@ -1,5 +1,8 @@
 """Generate a self-contained C99 library from a ``.serq`` model (``ser export RUN --c DIR``); numpy only.
 
+It works from the model's typed contents (``ser.runtime.serq.SerqModel``): the exporter's, in memory, or a
+file's (``SerqModel.read``), so the C constants are exactly the ``.serq`` file's.
+
 The library is the numpy runtime (``features.py`` + ``model.py``) in C: the packed weight codes
 as ``const`` arrays at each layer's own width (each row from a byte boundary) with the layer's grid,
 the standardisation (and population) statistics (16-bit where the file stores them so), each mel
@@ -21,7 +24,8 @@ import numpy as np
 from ser.dsp import filters, storage
 from ser.dsp.feature_config import FeatureConfig
 from ser.errors import SERError
-from ser.runtime import model_file, packing
+from ser.runtime import packing
+from ser.runtime.serq import LayerSpec, SerqModel
 from ser.runtime.listen import window_samples
 
 TEMPLATES = ("ser.h", "ser.c", "main.c", "Makefile")
@@ -115,7 +119,7 @@ def _statistics16(arrays: dict, prefix: str) -> tuple[np.ndarray, np.ndarray] | 
     return ratio.view(np.uint16), std_bits
 
 
-def _check(config: FeatureConfig, header: dict) -> None:
+def _check(config: FeatureConfig, layers: list[LayerSpec]) -> None:
     n = config.n_fft
     if n < 8 or n & (n - 1):
         raise SERError(f"the C runtime needs n_fft to be a power of two (>= 8), this model has {n}")
@@ -129,24 +133,24 @@ def _check(config: FeatureConfig, header: dict) -> None:
         if lo < 1 or hi - lo < 2:
             raise SERError(f"the C runtime needs YIN's lag range sample_rate/f0_max .. sample_rate/f0_min to hold 3 lags "
                            f"or more (data.features.f0_min={config.f0_min}, f0_max={config.f0_max}); it is {lo}..{hi}")
-    for spec in header["layers"]:
-        if len(spec["shape"]) != 2:
-            raise SERError(f"the C runtime runs dense layers; layer {spec['name']} has shape {spec['shape']}")
+    for spec in layers:
+        if len(spec.shape) != 2:
+            raise SERError(f"the C runtime runs dense layers; layer {spec.name} has shape {list(spec.shape)}")
 
 
-def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, window_s: float = 2.0,
+def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: float = 2.0,
              hop_s: float = 0.5) -> dict:
-    """Write the C library of ``model_path`` into ``out_dir``; returns a summary (sizes in bytes). ``window_s``
+    """Write the C library of ``model`` into ``out_dir``; returns a summary (sizes in bytes). ``window_s``
     and ``hop_s``: the streaming API's windows, as ``ser listen --window --hop`` cuts them."""
-    header, arrays = model_file.read(model_path)
-    config = FeatureConfig(**header["features"])
-    _check(config, header)
+    header, arrays = model.header, model.arrays
+    config = header.features
+    _check(config, header.layers)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    speaker = header.get("normalize", {}).get("kind") == "speaker"
-    prior_weight = float(header.get("normalize", {}).get("prior_weight", 0.0) or 0.0)
-    classes = list(header["classes"])
-    layers = header["layers"]
+    speaker = header.normalize == "speaker"
+    prior_weight = header.prior_weight
+    classes = list(header.classes)
+    layers = header.layers
     n_fft, n_mels = config.n_fft, config.n_mels
     bins = n_fft // 2 + 1
     parts, stats = list(config.parts), list(config.stats)
@@ -166,12 +170,12 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
     # One pass suffices unless a dB floor hangs on the clip's peak: then only whole clips (ser_predict).
     streaming = config.db_floor == "absolute" or not (needs_db or has_spectral)
     dim = config.dim
-    widths = [dim] + [spec["shape"][0] for spec in layers]
+    widths = [dim] + [spec.shape[0] for spec in layers]
     starts, lengths, mel_scales, mel_weights = mel_spans(config)
     spans = chroma_spans(config) if has_chroma else (np.zeros(1, int),) * 3 + (np.zeros(1),)
     chroma_classes, chroma_starts, chroma_lengths, chroma_weights = spans
     stats16 = {prefix: _statistics16(arrays, prefix) for prefix in (("feature", "population") if speaker else ("feature",))}
-    bits_used = sum(1 << (bits - 1) for bits in {int(spec["bits"]) for spec in layers})  # one bit per width
+    bits_used = sum(1 << (bits - 1) for bits in {spec.bits for spec in layers})  # one bit per width
     window, hop = window_samples(config, window_s, hop_s)
 
     stat_type = {prefix: "unsigned short" if stats16.get(prefix) is not None else "float" for prefix in ("feature", "population")}
@@ -248,20 +252,19 @@ def generate(model_path: str | Path, out_dir: str | Path, mcu: bool = True, wind
     grids = {"symmetric": 0, "full": 1}
     layer_rows, weight_bytes = [], 0
     for i, spec in enumerate(layers):
-        name, bits = spec["name"], int(spec["bits"])
-        grid = spec.get("grid", "symmetric")
-        codes = arrays[f"{name}.codes"].reshape(spec["shape"])
+        name, bits, grid = spec.name, spec.bits, spec.grid
+        codes = arrays[f"{name}.codes"].reshape(spec.shape)
         blob = b"".join(packing.pack(row, bits) for row in codes)  # each row from a byte boundary
         weight_bytes += len(blob)
         scales = arrays[f"{name}.scales"].ravel()
-        c.append(f"/* {name}: {spec['shape'][0]}x{spec['shape'][1]}, {bits} bit(s), {grid} grid */")
+        c.append(f"/* {name}: {spec.shape[0]}x{spec.shape[1]}, {bits} bit(s), {grid} grid */")
         c.append(_array("unsigned char", f"codes_{i}", _ints(np.frombuffer(blob, np.uint8)), len(blob)).replace("const", "static const", 1))
         c.append(_array("float", f"scales_{i}", _f(scales), scales.size).replace("const", "static const", 1))
         bias = arrays.get(f"{name}.bias")
         if bias is not None:
             c.append(_array("float", f"bias_{i}", _f(bias), bias.size).replace("const", "static const", 1))
-        layer_rows.append(f"    {{{spec['shape'][1]}, {spec['shape'][0]}, {bits}, {grids[grid]}, {scales.size}, "
-                          f"{int(spec['activation'] == 'relu')}, codes_{i}, scales_{i}, {f'bias_{i}' if bias is not None else 'NULL'}}}")
+        layer_rows.append(f"    {{{spec.shape[1]}, {spec.shape[0]}, {bits}, {grids[grid]}, {scales.size}, "
+                          f"{int(spec.activation == 'relu')}, codes_{i}, scales_{i}, {f'bias_{i}' if bias is not None else 'NULL'}}}")
     c.append("const ser_layer_t ser_layers[SER_N_LAYERS] = {\n" + ",\n".join(layer_rows) + "\n};\n")
     names = ", ".join('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"' for name in classes)
     c.append(f"const char *const ser_class_names[SER_N_CLASSES] = {{{names}}};\n")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ser.dsp import grid as grids
+
 __all__ = ["pack", "packed_size", "unpack"]
 
 
 def _check_bits(bits: int) -> None:
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be between 1 and 8, got {bits}")
+    if not grids.MIN_BITS <= bits <= grids.MAX_BITS:
+        raise ValueError(f"bits must be between {grids.MIN_BITS} and {grids.MAX_BITS}, got {bits}")
 
 
 def packed_size(count: int, bits: int) -> int:

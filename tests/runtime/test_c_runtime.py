@@ -282,5 +282,5 @@ def test_c_library_with_pitch_and_spectral_parts_predicts_what_torch_features_gi
 def test_c_export_refuses_a_yin_lag_range_too_short_for_a_trough():
     config = FeatureConfig(parts=("mfcc", "pitch"), f0_min=440.0, f0_max=441.0)
     with pytest.raises(SERError, match="f0_min=440.0, f0_max=441.0"):
-        c_export._check(config, {"layers": []})
-    c_export._check(FeatureConfig(parts=("mfcc", "pitch", "spectral")), {"layers": []})  # the defaults export
+        c_export._check(config, [])
+    c_export._check(FeatureConfig(parts=("mfcc", "pitch", "spectral")), [])  # the defaults export

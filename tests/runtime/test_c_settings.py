@@ -14,11 +14,11 @@ import pytest
 import soundfile as sf
 
 from ser.dsp.feature_config import FeatureConfig
-from ser.runtime import c_export, model_file
+from ser.runtime import c_export
+from ser.runtime.serq import LayerSpec, SerqHeader, SerqModel
 from ser.runtime.features import Extractor
 from ser.runtime.listen import listen
 from ser.runtime.model import QuantizedModel
-from ser.runtime.model_file import Section
 from tests.data.test_features import _speechlike
 from tests.runtime.test_c_runtime import CC, CFLAGS, _need
 
@@ -42,30 +42,31 @@ SETTINGS = {
 LAYERS = ((1, "symmetric"), (5, "full"))  # widths and grids; hidden layer of 37 units (rows not byte multiples)
 
 
-def _model(config: FeatureConfig, path) -> QuantizedModel:
+def _model(config: FeatureConfig, path) -> tuple[QuantizedModel, SerqModel]:
+    """A random MLP on ``config``'s features, written to ``path``: the runtime's model of the file, and the
+    typed contents the C library is generated from."""
     rng = np.random.default_rng(0)
     signals = [_speechlike(i, 1.0 + 0.3 * i) for i in range(4)]
     features = np.stack([Extractor(config)(s) for s in signals])
     mean, std = features.mean(axis=0), features.std(axis=0) + 1e-3 * np.abs(features).max()
-    widths, sections, layers = [config.dim, 37, 5], [Section("feature_mean", mean), Section("feature_std", std)], []
+    widths, arrays, layers = [config.dim, 37, 5], {"feature_mean": mean, "feature_std": std}, []
     for i, (bits, grid) in enumerate(LAYERS):
         name, shape = f"net.{i}", (widths[i + 1], widths[i])
-        layers.append({"name": name, "shape": list(shape), "bits": bits, "grid": grid,
-                       "activation": "relu" if i == 0 else "none"})
-        sections += [Section(f"{name}.codes", rng.integers(0, 1 << bits, shape).astype(np.uint8), bits),
-                     Section(f"{name}.scales", np.array([0.5 / np.sqrt(shape[1])], np.float32)),
-                     Section(f"{name}.bias", rng.normal(0, 0.1, shape[0]).astype(np.float32))]
-    header = {"features": config.to_dict(), "classes": ["a", "b", "c", "d", "e"], "layers": layers}
-    model_file.write(path, header, sections)
-    return QuantizedModel.load(path)
+        layers.append(LayerSpec(name, shape, bits, grid, "relu" if i == 0 else "none"))
+        arrays[f"{name}.codes"] = rng.integers(0, 1 << bits, shape).astype(np.uint8)
+        arrays[f"{name}.scales"] = np.array([0.5 / np.sqrt(shape[1])], np.float32)
+        arrays[f"{name}.bias"] = rng.normal(0, 0.1, shape[0]).astype(np.float32)
+    serq = SerqModel(SerqHeader(["a", "b", "c", "d", "e"], config, layers), arrays)
+    serq.write(path)
+    return QuantizedModel.load(path), serq
 
 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_the_c_library_computes_what_the_numpy_runtime_does_for_these_settings(name, tmp_path):
     _need(CC)
     config = SETTINGS[name]
-    model = _model(config, tmp_path / "model.serq")
-    summary = c_export.generate(tmp_path / "model.serq", tmp_path / "c", window_s=0.9, hop_s=0.3)
+    model, serq = _model(config, tmp_path / "model.serq")
+    summary = c_export.generate(serq, tmp_path / "c", window_s=0.9, hop_s=0.3)
     proc = subprocess.run([CC, *CFLAGS, "-o", "ser_cli", "main.c", "ser.c", "ser_model.c", "-lm"], cwd=tmp_path / "c",
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr

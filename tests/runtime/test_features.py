@@ -66,6 +66,6 @@ def test_multichannel_input_is_refused():
 
 
 def test_runtime_imports_without_torch():
-    code = "import sys; sys.modules['torch'] = None; import ser.runtime.features, ser.runtime.packing, ser.runtime.model, ser.runtime.enroll, ser.runtime.predict"
+    code = "import sys; sys.modules['torch'] = None; import ser.runtime.features, ser.runtime.packing, ser.runtime.serq, ser.runtime.graph, ser.runtime.model, ser.runtime.c_export, ser.runtime.enroll, ser.runtime.predict"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,9 @@ from ser.data.features import FeatureConfig, FeatureExtractor
 from ser.errors import SERError
 from ser.runtime import model_file
 from ser.runtime.features import Extractor
-from ser.runtime.model import Graph, QuantizedModel, avgpool2d, conv2d_same
+from ser.runtime.graph import Graph, avgpool2d, conv2d_same
+from ser.runtime.model import QuantizedModel
+from ser.runtime.serq import GraphSpec, SerqHeader
 from tests.data.test_features import _speechlike
 
 
@@ -69,11 +71,16 @@ def _tiny_graph() -> dict:
                     {"op": "mean", "axes": [2, 3]}, {"op": "linear", "out": "logits", "layer": "l", "bias": "l.b"}]}
 
 
+def _spec() -> GraphSpec:
+    network = _tiny_graph()
+    return GraphSpec(tuple(network["input"]), network["ops"], network["output"])
+
+
 def test_a_graph_runs_its_ops_on_named_and_implicit_tensors():
     rng = np.random.default_rng(2)
     wc, wl = rng.standard_normal((3, 1, 3, 3)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
     s, t, b = (rng.standard_normal(n).astype(np.float32) for n in (3, 3, 2))
-    graph = Graph.load("g", _tiny_graph(), {"c": wc, "l": wl}, {"c.s": s, "c.t": t, "l.b": b})
+    graph = Graph.load("g", _spec(), {"c": wc, "l": wl}, {"c.s": s, "c.t": t, "l.b": b})
     x = rng.standard_normal((5, 2, 4)).astype(np.float32)
     y = F.conv2d(torch.from_numpy(x)[:, None], torch.from_numpy(wc), padding="same")
     y = torch.relu(y * torch.from_numpy(s)[None, :, None, None] + torch.from_numpy(t)[None, :, None, None])
@@ -84,10 +91,12 @@ def test_a_graph_runs_its_ops_on_named_and_implicit_tensors():
 def test_an_unknown_op_or_a_missing_section_is_refused():
     network = _tiny_graph()
     network["ops"][2] = {"op": "gelu"}
+    header = {"classes": ["a", "b"], "features": FeatureConfig(pooling="none", frames=4).to_dict(), "network": network,
+              "layers": [], "quantizer": {"per_channel": False}}
     with pytest.raises(model_file.ModelFileError, match="'gelu' is not known.*upgrade ser"):
-        Graph.load("g", network, {"c": np.zeros((3, 1, 3, 3)), "l": np.zeros((2, 3))}, {"c.s": 0, "c.t": 0, "l.b": 0})
+        SerqHeader.parse(header, "g")
     with pytest.raises(model_file.ModelFileError, match="needs sections"):
-        Graph.load("g", _tiny_graph(), {"c": np.zeros((3, 1, 3, 3)), "l": np.zeros((2, 3))}, {"c.s": 0, "l.b": 0})
+        Graph.load("g", _spec(), {"c": np.zeros((3, 1, 3, 3)), "l": np.zeros((2, 3))}, {"c.s": 0, "l.b": 0})
 
 
 def test_a_file_with_a_graph_is_version_4_and_a_graph_model_refuses_pooled_vectors(tmp_path):

@@ -1,0 +1,5 @@
+import sys
+
+from ser.export.cli import main
+
+sys.exit(main())
