@@ -62,7 +62,7 @@ SMALL_LIGHTSERNET = (
 
 
 def test_lightsernet_learns_the_built_in_corpus_and_laq_quantizes_its_convolutions(default_corpus, cache_dir, tmp_path):
-    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=15", "quant.fixed_bits=[]",
+    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=15", "quant.fixed_bits=[]", "quant.recovery.epochs=2",
                      cache_dir=cache_dir, run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
