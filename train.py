@@ -43,10 +43,13 @@ def main(cfg: DictConfig) -> float:
     except Exception as exc:
         # failed.json lets `ser report` list the job; other jobs of a sweep carry on.
         user_error = isinstance(exc, SERError)
-        write_json(output_dir / "failed.json", {
-            "error": str(exc) if user_error else f"{type(exc).__name__}: {exc}",
-            "traceback": None if user_error else traceback.format_exc(),
-        })
+        write_json(
+            output_dir / "failed.json",
+            {
+                "error": str(exc) if user_error else f"{type(exc).__name__}: {exc}",
+                "traceback": None if user_error else traceback.format_exc(),
+            },
+        )
         if not user_error:
             raise
         log.error("%s", exc)

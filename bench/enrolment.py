@@ -48,7 +48,9 @@ class Fold:
     def __init__(self, run_dir: Path, bits: int | None, prior_weight: float | None, work: Path) -> None:
         source = ExportSource.load(run_dir, bits)
         if source.normalize != "speaker":
-            raise SystemExit(f"{run_dir}: trained with data.normalize={source.normalize}; this bench needs speaker runs")
+            raise SystemExit(
+                f"{run_dir}: trained with data.normalize={source.normalize}; this bench needs speaker runs"
+            )
         write_serq(source, work / f"{run_dir.name}.serq")
         self.model = QuantizedModel.load(work / f"{run_dir.name}.serq")
         if prior_weight is not None:
@@ -114,8 +116,13 @@ def main() -> None:
     rows = [("training protocol: all the speaker's test utterances", "all", [pooled(training)])]
     for k in KS:
         rngs = [np.random.default_rng([args.seed, k, d]) for d in range(args.draws)]
-        rows.append((f"enrolment: {k} other recording{'s' * (k > 1)} of the speaker", str(k),
-                     [pooled([f.enrolment(k, rng) for f in folds]) for rng in rngs]))
+        rows.append(
+            (
+                f"enrolment: {k} other recording{'s' * (k > 1)} of the speaker",
+                str(k),
+                [pooled([f.enrolment(k, rng) for f in folds]) for rng in rngs],
+            )
+        )
     adapted = []
     for d in range(args.draws):
         rng = np.random.default_rng([args.seed, 1000, d])
@@ -134,10 +141,16 @@ def main() -> None:
     def cell(values: list[float]) -> str:
         return f"{np.mean(values):.3f}" if len(values) == 1 else f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
-    bits = "LAQ " + ", ".join(str(sorted(set(f.bits.values()))) for f in folds) if args.bits is None else f"{args.bits}-bit"
+    bits = (
+        "LAQ " + ", ".join(str(sorted(set(f.bits.values()))) for f in folds)
+        if args.bits is None
+        else f"{args.bits}-bit"
+    )
     weight = folds[0].model.prior_weight
-    print(f"{len(folds)} runs, {len(labels)} test utterances, {bits} .serq, prior weight {weight:g}, "
-          f"{args.draws} draws; training protocol agrees with the torch model on {agree:.1%} of utterances\n")
+    print(
+        f"{len(folds)} runs, {len(labels)} test utterances, {bits} .serq, prior weight {weight:g}, "
+        f"{args.draws} draws; training protocol agrees with the torch model on {agree:.1%} of utterances\n"
+    )
     print("| speaker statistics from | recordings | accuracy | UAR |")
     print("|---|---|---|---|")
     for name, k, values in rows:

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 from ser.data import synthetic
-from ser.dsp.audio import load_audio
 from ser.data.datamodule import default_cache_dir
 from ser.data.extraction import ThreadPolicy, _cpus, extract_signals
 from ser.data.features import FeatureConfig, FeatureExtractor
+from ser.dsp.audio import load_audio
 
 BUSY = "import numpy as np\nx = np.random.rand(200, 200)\nwhile True:\n    x = np.tanh(x @ x)\n"
 
@@ -85,10 +85,15 @@ def measure(name: str, extractor: FeatureExtractor, signals, config: FeatureConf
     ratio = min(librosa_s) / min(ours_s)
     print(f"[{name}] load average before: {load:.2f}; threads the policy picks: {threads}")
     print(f"[{name}] librosa per-file loop: best {min(librosa_s):.3f} s of {[round(t, 3) for t in librosa_s]}")
-    print(f"[{name}] ser extraction (batch {extractor.batch_size}): best {min(ours_s):.3f} s of {[round(t, 3) for t in ours_s]}")
+    print(
+        f"[{name}] ser extraction (batch {extractor.batch_size}): best {min(ours_s):.3f} s of {[round(t, 3) for t in ours_s]}"
+    )
     print(f"[{name}] speed-up: {ratio:.1f}x   (max relative difference {rel.max():.2e})")
-    print(f"[{name}] CPU seconds (all threads), best: librosa {min(librosa_cpu):.3f}, ser {min(ours_cpu):.3f}: "
-          f"{min(librosa_cpu) / min(ours_cpu):.1f}x less CPU work", flush=True)
+    print(
+        f"[{name}] CPU seconds (all threads), best: librosa {min(librosa_cpu):.3f}, ser {min(ours_cpu):.3f}: "
+        f"{min(librosa_cpu) / min(ours_cpu):.1f}x less CPU work",
+        flush=True,
+    )
     return ratio
 
 
@@ -97,8 +102,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, help="directory of .wav files (default: the built-in corpus)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--load-processes", type=int, default=len(_cpus()),
-                        help="busy-loop processes for the 'under load' figure (default: one per usable core)")
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=len(_cpus()),
+        help="busy-loop processes for the 'under load' figure (default: one per usable core)",
+    )
     args = parser.parse_args()
     root = args.root or synthetic.generate(default_cache_dir() / "corpora" / "synthetic").parent
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav")
@@ -111,8 +120,10 @@ def main() -> None:
     extract_signals(extractor, signals[:4])
     librosa_features(signals[0], config)
     seconds = sum(len(s) for s in signals) / config.sample_rate
-    print(f"files: {len(files)} ({seconds:.0f} s of audio) from {root}; cores: {len(_cpus())}; "
-          f"threads at most: {torch.get_num_threads()}")
+    print(
+        f"files: {len(files)} ({seconds:.0f} s of audio) from {root}; cores: {len(_cpus())}; "
+        f"threads at most: {torch.get_num_threads()}"
+    )
     print(f"decode + resample (shared by both): {decode_s:.2f} s", flush=True)
     found = measure("as found", extractor, signals, config, args.repeat)
     with background_load(args.load_processes):

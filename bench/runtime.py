@@ -19,8 +19,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ser.dsp.audio import load_audio
 from ser.data.features import FeatureExtractor
+from ser.dsp.audio import load_audio
 from ser.export import Deployed, ExportSource, theoretical_bytes, write_serq
 from ser.runtime.features import Extractor
 from ser.runtime.model import QuantizedModel
@@ -45,10 +45,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     size = write_serq(source, work / "model.serq")
     fp32 = sum(v.numel() for k, v in source.state.items() if k.startswith("net.")) * 4
-    print(f"LAQ bits {source.bits}, grids {sorted({layer.grid for layer in source.layers.values()})}, from {source.origin}")
+    print(
+        f"LAQ bits {source.bits}, grids {sorted({layer.grid for layer in source.layers.values()})}, from {source.origin}"
+    )
     ckpt = f"{source.checkpoint.stat().st_size / 1000:.1f} KB" if source.checkpoint is not None else "absent"
-    print(f".serq file {size / 1000:.1f} KB | theoretical {theoretical_bytes(source) / 1000:.1f} KB | "
-          f"fp32 weights {fp32 / 1000:.1f} KB | best.ckpt on disk {ckpt}")
+    print(
+        f".serq file {size / 1000:.1f} KB | theoretical {theoretical_bytes(source) / 1000:.1f} KB | "
+        f"fp32 weights {fp32 / 1000:.1f} KB | best.ckpt on disk {ckpt}"
+    )
 
     model = QuantizedModel.load(work / "model.serq")
     rate = model.features.sample_rate
@@ -77,10 +81,14 @@ def main() -> None:
             return torch_model(torch_features([load_audio(clip, rate)]))
 
     rt, tt = best_of(runtime_path, args.repeat), best_of(torch_path, args.repeat)
-    print(f"2-s clip, decode + features + model: numpy runtime {1000 * rt:.2f} ms | torch {1000 * tt:.2f} ms | "
-          f"ratio torch/runtime {tt / rt:.2f}")
+    print(
+        f"2-s clip, decode + features + model: numpy runtime {1000 * rt:.2f} ms | torch {1000 * tt:.2f} ms | "
+        f"ratio torch/runtime {tt / rt:.2f}"
+    )
 
-    batch = np.random.default_rng(0).standard_normal((1000, model.mean.size)).astype(np.float32) * model.std + model.mean
+    batch = (
+        np.random.default_rng(0).standard_normal((1000, model.mean.size)).astype(np.float32) * model.std + model.mean
+    )
     rm = best_of(lambda: model.probabilities(batch, speaker), 5)
     with torch.inference_mode():
         tm = best_of(lambda: torch_model(batch), 5)

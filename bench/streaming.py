@@ -53,10 +53,14 @@ def parity(model: QuantizedModel, c_dir: Path, pcm: np.ndarray, tmp: Path) -> tu
     subprocess.run(["make", "ser_cli"], cwd=c_dir, capture_output=True, check=True)
     wav = tmp / "stream.wav"
     sf.write(wav, pcm, model.features.sample_rate, subtype="PCM_16")
-    out = subprocess.run([str(c_dir / "ser_cli"), "--stream", str(wav)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(c_dir / "ser_cli"), "--stream", str(wav)], capture_output=True, text=True, check=True
+    ).stdout
     c = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     window_s, hop_s = c_window(c_dir, model)
-    reference = list(listen(model, iter([pcm.astype(np.float32) / 32768.0]), model.features.sample_rate, window_s, hop_s))
+    reference = list(
+        listen(model, iter([pcm.astype(np.float32) / 32768.0]), model.features.sample_rate, window_s, hop_s)
+    )
     if len(c) != len(reference):
         raise SystemExit(f"{c_dir}: {len(c)} windows from C, {len(reference)} from ser listen")
     same = sum(a["emotion"] == b["emotion"] for a, b in zip(c, reference))
@@ -81,16 +85,20 @@ def main() -> None:
     args = parser.parse_args()
     missing = c_measure.missing_tools()
     if missing:
-        raise SystemExit(f"error: {', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi "
-                         "libnewlib-arm-none-eabi qemu-system-arm make)")
+        raise SystemExit(
+            f"error: {', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi "
+            "libnewlib-arm-none-eabi qemu-system-arm make)"
+        )
     files = args.audio
     if files is None:
         root = os.environ.get("SER_EMODB_ROOT")
         if not root:
             raise SystemExit("error: give --audio files, or set SER_EMODB_ROOT to EMODB's directory")
         files = sorted((Path(root) / "wav").glob("*.wav"))[::18]
-    print("| run | window / hop | flash | static RAM | stack | RAM | instructions / s of audio | RTF @ 80 MHz "
-          f"(CPI 1 / {CPI_ASSUMED}) | same class as `ser listen` | max \\|Δp\\| |")
+    print(
+        "| run | window / hop | flash | static RAM | stack | RAM | instructions / s of audio | RTF @ 80 MHz "
+        f"(CPI 1 / {CPI_ASSUMED}) | same class as `ser listen` | max \\|Δp\\| |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         with tempfile.TemporaryDirectory() as tmp:
@@ -100,8 +108,11 @@ def main() -> None:
                 raise SystemExit(f"error: {run}: export failed")
             model = QuantizedModel.load(tmp / "model.serq")
             if "#define SER_STREAMING 1" not in (tmp / "c" / "ser_model.h").read_text():
-                print(f"{run}: trained with dB floors below each clip's peak (data.features.db_floor=peak): "
-                      "whole clips only, nothing to stream", file=sys.stderr)
+                print(
+                    f"{run}: trained with dB floors below each clip's peak (data.features.db_floor=peak): "
+                    "whole clips only, nothing to stream",
+                    file=sys.stderr,
+                )
                 continue
             pcm = audio(files, model.features.sample_rate)
             size = c_measure.sizes(tmp / "c")
@@ -113,9 +124,12 @@ def main() -> None:
             windows, same, worst = parity(model, tmp / "c", pcm, tmp)
             window_s, hop_s = c_window(tmp / "c", model)
             rtf = count.per_second / CLOCK
-            print(f"| {run} | {window_s:g} s / {hop_s:.4g} s | {size.flash / 1000:.1f} KB | {size.static_ram / 1000:.1f} KB "
-                  f"| {stack} B | {(size.static_ram + stack) / 1000:.1f} KB | {count.per_second / 1e6:.2f} M "
-                  f"| {rtf:.3f} / {rtf * CPI_ASSUMED:.3f} | {same}/{windows} | {worst:.1e} |", flush=True)
+            print(
+                f"| {run} | {window_s:g} s / {hop_s:.4g} s | {size.flash / 1000:.1f} KB | {size.static_ram / 1000:.1f} KB "
+                f"| {stack} B | {(size.static_ram + stack) / 1000:.1f} KB | {count.per_second / 1e6:.2f} M "
+                f"| {rtf:.3f} / {rtf * CPI_ASSUMED:.3f} | {same}/{windows} | {worst:.1e} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

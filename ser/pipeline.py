@@ -23,12 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from ser import rundir
 from ser.data.datamodule import SERDataModule
 from ser.io import write_text
+from ser.models.classic import SVMConfig
 from ser.models.module import SERClassifier
 from ser.quant.evaluation import SplitTensors, predict
 from ser.quant.quantizer import model_size_kb
 from ser.report.plots import save_figure
 from ser.report.run import render_run, run_figure
-from ser.models.classic import SVMConfig
 from ser.results import FILENAME, Baseline, ClassicRecord, RunResults, TestPredictions, Timing, Transfer
 from ser.transfer.batches import GraphDataModule
 from ser.transfer.nsl import teach
@@ -75,15 +75,23 @@ def fit(
     best = "best" if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path else None
     (val,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     (test,) = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    return Fitted(val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None, trainer.is_global_zero)
+    return Fitted(
+        val, test, seconds, trainer.checkpoint_callback.best_model_path if best else None, trainer.is_global_zero
+    )
 
 
 def _announce_stop(trainer: L.Trainer) -> None:
     """Say why training ended, so a log ending at "Epoch 10/99" does not look interrupted."""
     stopper = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
     if stopper is not None and stopper.stopped_epoch:
-        log.info("early stopping after epoch %d of %d: %s did not improve for %d epochs (best %.4f)",
-                 stopper.stopped_epoch + 1, trainer.max_epochs, stopper.monitor, stopper.patience, float(stopper.best_score))
+        log.info(
+            "early stopping after epoch %d of %d: %s did not improve for %d epochs (best %.4f)",
+            stopper.stopped_epoch + 1,
+            trainer.max_epochs,
+            stopper.monitor,
+            stopper.patience,
+            float(stopper.best_score),
+        )
     else:
         log.info("trained for %d epochs (the maximum)", trainer.current_epoch)
 
@@ -130,13 +138,20 @@ def _classic(cfg: DictConfig, datamodule: SERDataModule) -> tuple[list[ClassicRe
     mean, std = (t.numpy() for t in datamodule.standardization())
     records, predictions = config.fit_predict(parts, mean, std, int(cfg.seed))
     for r in records:
-        log.info("classical reference %s (C=%g, inner-CV UAR %.4f): test accuracy %.4f, UAR %.4f",
-                 r.name, r.C, r.inner_uar, r.test_acc, r.test_uar)
+        log.info(
+            "classical reference %s (C=%g, inner-CV UAR %.4f): test accuracy %.4f, UAR %.4f",
+            r.name,
+            r.C,
+            r.inner_uar,
+            r.test_acc,
+            r.test_uar,
+        )
     return records, predictions
 
 
-def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantization,
-                      others: dict[str, list[int]]) -> TestPredictions:
+def _test_predictions(
+    model: SERClassifier, datamodule: SERDataModule, quantization, others: dict[str, list[int]]
+) -> TestPredictions:
     """Every test utterance's label and each model's predicted class (indices into ``classes``).
 
     ``ser report`` pools these over the folds of a k-fold or leave-one-speaker-out sweep, so
@@ -145,7 +160,11 @@ def _test_predictions(model: SERClassifier, datamodule: SERDataModule, quantizat
     prepared = datamodule.prepared
     inputs, labels = datamodule.tensors("test")
     baseline = predict(model, SplitTensors(inputs.to(model.device), labels.to(model.device)))
-    models = {"baseline": baseline.cpu().tolist(), **(quantization.predictions if quantization is not None else {}), **others}
+    models = {
+        "baseline": baseline.cpu().tolist(),
+        **(quantization.predictions if quantization is not None else {}),
+        **others,
+    }
     return TestPredictions(
         paths=[str(prepared.utterances[i].path) for i in prepared.split.test],
         speakers=[prepared.utterances[i].speaker for i in prepared.split.test],
@@ -176,16 +195,27 @@ def build(cfg: DictConfig, output_dir: Path) -> Built:
         datamodule.save_splits(output_dir / "splits")
     transfer, training_data = None, datamodule
     if cfg.get("transfer"):
-        teacher_fit = partial(fit, cfg, logger=_logger(cfg, "teacher"),
-                              callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints"))
+        teacher_fit = partial(
+            fit, cfg, logger=_logger(cfg, "teacher"), callbacks=_callbacks(cfg, output_dir / "teacher" / "checkpoints")
+        )
         graph, transfer = teach(cfg.transfer, datamodule, teacher_fit)
         training_data = GraphDataModule(datamodule, graph)
     mean, std = datamodule.standardization()
     population = datamodule.prepared.population
-    speaker = {} if population is None else {
-        "speaker_population": (population.mean, population.std), "speaker_prior_weight": datamodule.speaker_prior_weight}
+    speaker = (
+        {}
+        if population is None
+        else {
+            "speaker_population": (population.mean, population.std),
+            "speaker_prior_weight": datamodule.speaker_prior_weight,
+        }
+    )
     model: SERClassifier = hydra.utils.instantiate(
-        cfg.model, n_features=datamodule.n_features, classes=datamodule.classes, feature_mean=mean, feature_std=std,
+        cfg.model,
+        n_features=datamodule.n_features,
+        classes=datamodule.classes,
+        feature_mean=mean,
+        feature_std=std,
         **speaker,
     )
     logger = _logger(cfg)
@@ -242,8 +272,14 @@ def collect(cfg: DictConfig, built: Built, fitted: Fitted, output_dir: Path) -> 
     logger.log_hyperparams(_hparams(cfg), metrics=metrics)
     logger.finalize("success")
     results.save(output_dir / FILENAME)
-    log.info("test accuracy %.4f, UAR %.4f (val %.4f) with %d parameters; results in %s",
-             baseline.test_acc, baseline.test_uar, baseline.val_acc, n_params, output_dir / FILENAME)
+    log.info(
+        "test accuracy %.4f, UAR %.4f (val %.4f) with %d parameters; results in %s",
+        baseline.test_acc,
+        baseline.test_uar,
+        baseline.val_acc,
+        n_params,
+        output_dir / FILENAME,
+    )
     return results
 
 

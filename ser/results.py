@@ -51,6 +51,7 @@ def _flat() -> Any:
 
 # -- records -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True, kw_only=True)
 class Scores:
     """One model's accuracy and size: every quantized row has these (written inline)."""
@@ -315,7 +316,7 @@ class RunResults:
         return {"schema_version": SCHEMA_VERSION, **_encode(self)}
 
     @classmethod
-    def from_json(cls, data: Any) -> "RunResults":
+    def from_json(cls, data: Any) -> RunResults:
         """Raise ``ValueError`` naming the field at fault (``load`` adds the file)."""
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
@@ -330,7 +331,7 @@ class RunResults:
         write_json(path, self.to_json())
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunResults":
+    def load(cls, path: str | Path) -> RunResults:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -344,14 +345,16 @@ class RunResults:
 
 # -- (de)serialisation ---------------------------------------------------------------------
 
+
 def _encode(record: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
         if f.metadata.get("flatten"):
             out.update(_encode(value))
-        elif not (value is None and f.metadata.get("omit_none")) and not (f.metadata.get("omit_default")
-                                                                           and value == f.default):
+        elif not (value is None and f.metadata.get("omit_none")) and not (
+            f.metadata.get("omit_default") and value == f.default
+        ):
             out[f.name] = _encode_value(value)
     return out
 

@@ -15,9 +15,9 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ser.errors import SERError
 
@@ -25,8 +25,17 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
 # What a run writes besides Hydra's own .hydra/ and train.log (which Hydra opens before us).
-OUTPUTS = ("results.json", "failed.json", "report.md", "accuracy_vs_bits.png", "quantized.pt", "checkpoints",
-           "tensorboard", "splits", "teacher")
+OUTPUTS = (
+    "results.json",
+    "failed.json",
+    "report.md",
+    "accuracy_vs_bits.png",
+    "quantized.pt",
+    "checkpoints",
+    "tensorboard",
+    "splits",
+    "teacher",
+)
 
 
 class RunDirectoryBusy(SERError):
@@ -63,8 +72,10 @@ def claim(run_dir: str | Path) -> Iterator[Path]:
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
-            raise RunDirectoryBusy(f"{run_dir}: another run (PID {owner}) is using this run directory; "
-                                   "wait for it to finish or choose another hydra.run.dir") from None
+            raise RunDirectoryBusy(
+                f"{run_dir}: another run (PID {owner}) is using this run directory; "
+                "wait for it to finish or choose another hydra.run.dir"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -88,6 +99,10 @@ def set_aside(run_dir: Path) -> Path | None:
     target.mkdir()
     for path in stale:
         os.replace(path, target / path.name)
-    log.warning("%s held an earlier run's outputs (%s); moved them to %s: this run replaces it",
-                run_dir, ", ".join(p.name for p in stale), target)
+    log.warning(
+        "%s held an earlier run's outputs (%s); moved them to %s: this run replaces it",
+        run_dir,
+        ", ".join(p.name for p in stale),
+        target,
+    )
     return target

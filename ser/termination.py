@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ser.errors import SERError
 
@@ -25,8 +25,10 @@ class Terminated(SERError):
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(f"stopped by {signal.Signals(signum).name} (scancel, a Slurm time limit, preemption or a "
-                     "shutdown) before it finished; run it again to complete it")
+    raise Terminated(
+        f"stopped by {signal.Signals(signum).name} (scancel, a Slurm time limit, preemption or a "
+        "shutdown) before it finished; run it again to complete it"
+    )
 
 
 @contextmanager

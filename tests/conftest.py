@@ -47,7 +47,11 @@ def run_train(*overrides: str, cache_dir: Path, run_dir: Path) -> subprocess.Com
     env = {**os.environ, "SER_CACHE_DIR": str(cache_dir)}
     return subprocess.run(
         [sys.executable, "train.py", f"hydra.run.dir={run_dir}", *overrides],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -81,8 +85,11 @@ def _starts_runs(function, depth: int = 2) -> bool:
     if any(sign in source for sign in _RUN_SIGNS):
         return True
     helpers = getattr(function, "__globals__", {})
-    return depth > 0 and any(_starts_runs(helpers[name], depth - 1) for name in set(re.findall(r"\b(_\w+)\(", source))
-                             if inspect.isfunction(helpers.get(name)))
+    return depth > 0 and any(
+        _starts_runs(helpers[name], depth - 1)
+        for name in set(re.findall(r"\b(_\w+)\(", source))
+        if inspect.isfunction(helpers.get(name))
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import env_path
-from tests.conftest import run_train
+from tests.conftest import env_path, run_train
 
 
 def test_emodb_trains_well_above_chance_and_laq_compresses_at_least_6x_within_its_margin(cache_dir, tmp_path):

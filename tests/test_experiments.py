@@ -29,7 +29,9 @@ def test_default_config_is_the_paper_setup(compose_cfg):
 def test_table2_sweeps_the_papers_five_depths_over_five_seeds(compose_cfg):
     cfg = compose_cfg("experiment=table2_depth", "data=emodb", "data.root=/x")
     assert cfg.hydra.sweeper.params == {"model": "mlp_2hl,mlp_3hl,mlp_5hl,mlp_7hl,mlp_9hl", "seed": "range(5)"}
-    widths = {name: list(compose_cfg(f"model={name}").model.net.hidden) for name in cfg.hydra.sweeper.params.model.split(",")}
+    widths = {
+        name: list(compose_cfg(f"model={name}").model.net.hidden) for name in cfg.hydra.sweeper.params.model.split(",")
+    }
     assert widths == {
         "mlp_2hl": [256, 64],
         "mlp_3hl": [256, 512, 64],
@@ -42,14 +44,29 @@ def test_table2_sweeps_the_papers_five_depths_over_five_seeds(compose_cfg):
 def test_table3_sweeps_the_nine_importance_weight_rows(compose_cfg):
     cfg = compose_cfg("experiment=table3_weights")
     rows = cfg.hydra.sweeper.params["quant/weights"].split(",")
-    weights = [(w.w_p, w.w_e, w.w_v) for w in (compose_cfg(f"quant/weights={row}").quant.search.weights for row in rows)]
-    assert weights == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5),
-                       (0.33, 0.33, 0.33), (0.11, 0.01, 0.88)]
+    weights = [
+        (w.w_p, w.w_e, w.w_v) for w in (compose_cfg(f"quant/weights={row}").quant.search.weights for row in rows)
+    ]
+    assert weights == [
+        (0, 0, 0),
+        (1, 0, 0),
+        (0, 1, 0),
+        (0, 0, 1),
+        (0.5, 0.5, 0),
+        (0.5, 0, 0.5),
+        (0, 0.5, 0.5),
+        (0.33, 0.33, 0.33),
+        (0.11, 0.01, 0.88),
+    ]
 
 
 def test_table4_runs_laq_over_five_seeds(compose_cfg):
     cfg = compose_cfg("experiment=table4")
-    assert cfg.hydra.sweeper.params == {"seed": "range(5)"} and cfg.quant.laq and list(cfg.quant.fixed_bits) == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert (
+        cfg.hydra.sweeper.params == {"seed": "range(5)"}
+        and cfg.quant.laq
+        and list(cfg.quant.fixed_bits) == [8, 7, 6, 5, 4, 3, 2, 1]
+    )
 
 
 def test_models_compares_the_mlp_with_lightsernet_on_its_own_frame_features(compose_cfg):
@@ -87,7 +104,12 @@ def test_loso_sweeps_one_fold_per_speaker_of_the_corpus(compose_cfg, data, folds
 def test_optuna_tunes_lr_dropout_depth_and_margin_at_a_bit_budget(compose_cfg):
     cfg = compose_cfg("experiment=optuna")
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.sweeper.direction == "maximize"
-    assert set(cfg.hydra.sweeper.params) == {"model.optimizer.lr", "model.net.dropout", "model", "quant.search.t_margin"}
+    assert set(cfg.hydra.sweeper.params) == {
+        "model.optimizer.lr",
+        "model.net.dropout",
+        "model",
+        "quant.search.t_margin",
+    }
     assert cfg.bit_budget == 2.0
 
 
@@ -104,7 +126,9 @@ def test_slurm_launcher_leaves_partition_and_account_to_the_cluster_and_sizes_a_
 
 
 def test_slurm_example_is_the_former_name_of_the_slurm_launcher(compose_cfg):
-    assert compose_cfg("hydra/launcher=slurm_example").hydra.launcher == compose_cfg("hydra/launcher=slurm").hydra.launcher
+    assert (
+        compose_cfg("hydra/launcher=slurm_example").hydra.launcher == compose_cfg("hydra/launcher=slurm").hydra.launcher
+    )
 
 
 def test_ddp_trainer_config_uses_the_ddp_strategy(compose_cfg):
@@ -135,7 +159,9 @@ def test_compact_recipe_composes_with_any_experiment(compose_cfg):
     cfg = compose_cfg("experiment=kfold", "recipe=compact", "data=emodb", "data.root=/x")
     assert cfg.data.split.kind == "kfold" and cfg.hydra.sweeper.params == {"data.split.fold": "range(10)"}
     assert list(cfg.data.features.parts) == ["mfcc", "chroma", "mel", "pitch", "spectral"]
-    assert list(cfg.data.features.stats) == ["mean", "std"] and cfg.data.features.mel_db and not cfg.data.features.deltas
+    assert (
+        list(cfg.data.features.stats) == ["mean", "std"] and cfg.data.features.mel_db and not cfg.data.features.deltas
+    )
     assert cfg.data.normalize == "speaker" and cfg.data.speaker_prior_weight == 5
     assert list(cfg.model.net.hidden) == [128, 64] and cfg.model.optimizer._target_ == "torch.optim.Adam"
     assert cfg.model.regularization.label_smoothing == 0.1 and cfg.callbacks.early_stopping.patience == 20
@@ -149,13 +175,21 @@ def test_a_quantization_choice_on_the_command_line_beats_the_recipes(compose_cfg
 
 def test_the_output_directory_is_defined_once(compose_cfg):
     cfg = compose_cfg()
-    raw = {key: value for key, value in (
-        ("trainer", cfg.trainer._get_node("default_root_dir")._value()),
-        ("checkpoints", cfg.callbacks.model_checkpoint._get_node("dirpath")._value()),
-        ("quant", cfg.quant._get_node("save_dir")._value()),
-        ("logger", cfg.logger._get_node("save_dir")._value()))}
-    assert raw == {"trainer": "${paths.output_dir}", "checkpoints": "${paths.output_dir}/checkpoints",
-                   "quant": "${paths.output_dir}", "logger": "${paths.output_dir}"}
+    raw = {
+        key: value
+        for key, value in (
+            ("trainer", cfg.trainer._get_node("default_root_dir")._value()),
+            ("checkpoints", cfg.callbacks.model_checkpoint._get_node("dirpath")._value()),
+            ("quant", cfg.quant._get_node("save_dir")._value()),
+            ("logger", cfg.logger._get_node("save_dir")._value()),
+        )
+    }
+    assert raw == {
+        "trainer": "${paths.output_dir}",
+        "checkpoints": "${paths.output_dir}/checkpoints",
+        "quant": "${paths.output_dir}",
+        "logger": "${paths.output_dir}",
+    }
 
 
 def test_debug_configs_make_a_quick_run(compose_cfg):

@@ -18,8 +18,16 @@ def config(tiny_manifest, cache_dir, tmp_path):
     """The composed default config on the tiny corpus, writing into ``tmp_path``."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["data=manifest", f"data.manifest={tiny_manifest}", f"data.cache_dir={cache_dir}",
-                                          f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "data=manifest",
+                f"data.manifest={tiny_manifest}",
+                f"data.cache_dir={cache_dir}",
+                f"hydra.run.dir={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(tmp_path)
         HydraConfig.instance().set_config(cfg)

@@ -13,11 +13,11 @@ import argparse
 import importlib
 import re
 import shlex
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
@@ -36,12 +36,36 @@ EXTERNAL = {"arecord", "tensorboard", "cd", "make", "./ser_cli", "squeue", "sacc
 # Config groups selected to look an option up: a split's, a model's or a launcher's options exist
 # only with that choice, so an option counts as real if one of these compositions has it.
 CONTEXTS = [
-    [], ["data=emodb"], ["data=manifest"], ["data/split=kfold"], ["data/split=loso"], ["data/split=speaker"],
-    ["data/split=cross_corpus"], ["model=lightsernet"], ["experiment=nsl"], ["hydra/launcher=slurm"],
-    ["hydra/launcher=joblib"], ["debug=fdr"],
+    [],
+    ["data=emodb"],
+    ["data=manifest"],
+    ["data/split=kfold"],
+    ["data/split=loso"],
+    ["data/split=speaker"],
+    ["data/split=cross_corpus"],
+    ["model=lightsernet"],
+    ["experiment=nsl"],
+    ["hydra/launcher=slurm"],
+    ["hydra/launcher=joblib"],
+    ["debug=fdr"],
 ]
-GROUP_ROOTS = ("seed", "bit_budget", "paths", "data", "model", "trainer", "callbacks", "logger", "quant",
-               "classic", "transfer", "recipe", "experiment", "debug", "hydra")
+GROUP_ROOTS = (
+    "seed",
+    "bit_budget",
+    "paths",
+    "data",
+    "model",
+    "trainer",
+    "callbacks",
+    "logger",
+    "quant",
+    "classic",
+    "transfer",
+    "recipe",
+    "experiment",
+    "debug",
+    "hydra",
+)
 FILE_SUFFIXES = {"serq", "onnx", "pt", "json", "csv", "md", "yaml", "ckpt", "py", "wav", "png", "log", "c", "h"}
 # `group.option` in a backtick span: a config root, then dotted keys (a file name is ruled out below);
 # `+group.option` appends a key the config lacks, so it is not looked up.
@@ -115,8 +139,12 @@ def named_options(text: str) -> set[str]:
 
 def named_choices(text: str) -> set[tuple[str, str]]:
     """The ``group=choice`` selections named in backticks, e.g. ``("data/split", "kfold")``."""
-    return {match for span in backtick_spans(text) for match in CHOICE.findall(span)
-            if (CONF / match[0]).is_dir() or match[0].startswith("hydra/")}
+    return {
+        match
+        for span in backtick_spans(text)
+        for match in CHOICE.findall(span)
+        if (CONF / match[0]).is_dir() or match[0].startswith("hydra/")
+    }
 
 
 def has_key(cfg: DictConfig, key: str) -> bool:
@@ -154,8 +182,12 @@ def configs(compose_train) -> list[DictConfig]:
 README_COMMANDS = bash_commands(README.read_text())
 # Pages whose options are checked: all but results.md (measurements as they were run) and the changelog
 # (names as they were).
-PAGES = ["README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")
-                              if p.name not in ("results.md", "CHANGELOG.md"))]
+PAGES = [
+    "README.md",
+    *sorted(
+        str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md") if p.name not in ("results.md", "CHANGELOG.md")
+    ),
+]
 COMMANDS = [c for page in PAGES for c in bash_commands((REPO / page).read_text(), page)]
 
 
@@ -249,7 +281,9 @@ def test_config_choices_named_exist(page: str, compose_train):
         if group.startswith("hydra/"):
             compose_train([f"{group}={choice}"])  # a plugin's config: Hydra knows it or raises
         elif choice != "null":
-            assert (CONF / group / f"{choice}.yaml").is_file(), f"{page}: `{group}={choice}`: no conf/{group}/{choice}.yaml"
+            assert (CONF / group / f"{choice}.yaml").is_file(), (
+                f"{page}: `{group}={choice}`: no conf/{group}/{choice}.yaml"
+            )
 
 
 def test_option_pattern_reads_keys_not_file_names():
@@ -257,7 +291,9 @@ def test_option_pattern_reads_keys_not_file_names():
     assert named_options(text) == {"data.root", "quant.t_margin", "data.features"}
     assert len(named_options((REPO / "docs" / "configuration.md").read_text())) > 100  # the pages are read at all
     assert named_choices("`data/split=kfold` and `quant=laq_30kb`, not `data.normalize=speaker`") == {
-        ("data/split", "kfold"), ("quant", "laq_30kb")}
+        ("data/split", "kfold"),
+        ("quant", "laq_30kb"),
+    }
 
 
 def listed_modules(page: str) -> set[str]:
@@ -287,8 +323,10 @@ def test_development_page_lists_every_module():
 
 def heading_anchors(text: str) -> set[str]:
     """GitHub's anchors of a page's headings: lower case, punctuation but ``-`` and ``_`` dropped, spaces to ``-``."""
-    return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
-            for title in re.findall(r"^#+ (.*)$", prose(text), flags=re.MULTILINE)}
+    return {
+        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        for title in re.findall(r"^#+ (.*)$", prose(text), flags=re.MULTILINE)
+    }
 
 
 @pytest.mark.parametrize("page", [*PAGES, "docs/CHANGELOG.md"])
@@ -300,6 +338,8 @@ def test_relative_links_resolve(page: str):
             continue
         path, _, anchor = link.partition("#")
         target = (source.parent / path).resolve() if path else source
-        if not target.exists() or (anchor and target.suffix == ".md" and anchor not in heading_anchors(target.read_text())):
+        if not target.exists() or (
+            anchor and target.suffix == ".md" and anchor not in heading_anchors(target.read_text())
+        ):
             broken.append(link)
     assert not broken, f"{page}: broken links {broken}"

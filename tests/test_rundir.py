@@ -14,16 +14,25 @@ from ser import rundir
 
 def test_a_second_claim_on_a_busy_directory_names_the_holders_pid(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
             from ser import rundir
             with rundir.claim({str(tmp_path)!r}):
                 print("held", flush=True)
                 time.sleep(30)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(rundir.RunDirectoryBusy, match=f"another run \\(PID {holder.pid}\\) is using this run directory"):
+        with pytest.raises(
+            rundir.RunDirectoryBusy, match=f"another run \\(PID {holder.pid}\\) is using this run directory"
+        ):
             with rundir.claim(tmp_path):
                 pass
     finally:
@@ -32,8 +41,16 @@ def test_a_second_claim_on_a_busy_directory_names_the_holders_pid(tmp_path):
 
 
 def test_a_killed_runs_lock_is_released_by_the_kernel(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", f"from ser import rundir; import time\nwith rundir.claim({str(tmp_path)!r}):\n"
-                               "    print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from ser import rundir; import time\nwith rundir.claim({str(tmp_path)!r}):\n"
+            "    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     holder.kill()  # SIGKILL: no cleanup code runs
     holder.wait()
@@ -75,8 +92,16 @@ def test_the_other_tasks_of_an_srun_share_rank_0s_claim(tmp_path, monkeypatch):
 def test_train_into_a_busy_run_directory_stops_with_one_line_and_writes_nothing(tmp_path, cache_dir):
     from tests.conftest import run_train
 
-    holder = subprocess.Popen([sys.executable, "-c", f"from ser import rundir; import time\nwith rundir.claim({str(tmp_path)!r}):\n"
-                               "    print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from ser import rundir; import time\nwith rundir.claim({str(tmp_path)!r}):\n"
+            "    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         proc = run_train("trainer.max_epochs=1", cache_dir=cache_dir, run_dir=tmp_path)

@@ -9,9 +9,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -22,8 +22,13 @@ pytestmark = pytest.mark.slow
 CLUSTER = REPO / ".ci" / "slurm-cluster"
 NEEDED = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sacct", "scancel")
 # One core per job, so that both jobs of a sweep run at once on a 2-core machine.
-LAUNCHER = ("hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.mem_gb=4", "hydra.launcher.timeout_min=10")
+LAUNCHER = (
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=4",
+    "hydra.launcher.timeout_min=10",
+)
 RUN = ("trainer.max_epochs=2", "quant.fixed_bits=[8]")
 SWEEP = (*LAUNCHER, "seed=0,1", *RUN)
 
@@ -36,8 +41,10 @@ def slurm_env(cache_dir, default_corpus) -> Iterator[dict[str, str]]:
         pytest.skip("the one-node Slurm cluster starts its daemons as root")
     missing = [command for command in NEEDED if shutil.which(command) is None]
     if missing:
-        pytest.skip(f"Slurm is not installed: no {', '.join(missing)} "
-                    "(Debian: apt-get install slurm-wlm slurmdbd munge mariadb-server)")
+        pytest.skip(
+            f"Slurm is not installed: no {', '.join(missing)} "
+            "(Debian: apt-get install slurm-wlm slurmdbd munge mariadb-server)"
+        )
     exported = subprocess.run([CLUSTER, "env"], capture_output=True, text=True, check=True).stdout
     name, _, value = exported.strip().removeprefix("export ").partition("=")
     env = {**os.environ, name: value, "SER_CACHE_DIR": str(cache_dir)}
@@ -51,8 +58,15 @@ def slurm_env(cache_dir, default_corpus) -> Iterator[dict[str, str]]:
 
 
 def _train(*overrides: str, env: dict[str, str], **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        [sys.executable, "train.py", *overrides],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -76,8 +90,13 @@ def _states(array: str, env: dict[str, str], timeout: float = 60) -> dict[str, s
     """sacct's final state of each job of the array, once none is pending or running any more."""
     deadline = time.monotonic() + timeout
     while True:
-        out = subprocess.run(["sacct", "-X", "-n", "--parsable2", "-o", "JobID,State", "-j", array], env=env,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "--parsable2", "-o", "JobID,State", "-j", array],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         states = dict(line.split("|") for line in out.splitlines())
         if states and not any(s in ("PENDING", "RUNNING", "COMPLETING") for s in states.values()):
             return states
@@ -86,7 +105,9 @@ def _states(array: str, env: dict[str, str], timeout: float = 60) -> dict[str, s
 
 
 def _report(sweep_dir: Path) -> str:
-    proc = subprocess.run([sys.executable, "-m", "ser.report", str(sweep_dir)], cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ser.report", str(sweep_dir)], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return (sweep_dir / "summary.md").read_text()
 
@@ -135,10 +156,28 @@ def srun_ddp(slurm_env, tmp_path_factory) -> tuple[Path, str]:
     """One training as two Slurm tasks: Lightning takes world size and ranks from Slurm (gloo on CPU)."""
     run_dir = tmp_path_factory.mktemp("srun_ddp")
     proc = subprocess.Popen(
-        ["srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--mem=4G", "--time=10", "--kill-on-bad-exit=1",
-         sys.executable, "train.py", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *RUN,
-         f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            "srun",
+            "--nodes=1",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--mem=4G",
+            "--time=10",
+            "--kill-on-bad-exit=1",
+            sys.executable,
+            "train.py",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            *RUN,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=REPO,
+        env=slurm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     code, output = _finish(proc)
     assert code == 0, output[-3000:]
     return run_dir, output
@@ -188,8 +227,17 @@ def cancelled(slurm_env, tmp_path_factory) -> Cancelled:
     states = _states(array, slurm_env)
     failed = json.loads((sweep_dir / "1" / "failed.json").read_text())
     left = sorted(path.name for path in (sweep_dir / "1").iterdir())
-    return Cancelled(sweep_dir, array, code, output, states, failed, left, _report(sweep_dir),
-                     (sweep_dir / "0" / "results.json").read_text())
+    return Cancelled(
+        sweep_dir,
+        array,
+        code,
+        output,
+        states,
+        failed,
+        left,
+        _report(sweep_dir),
+        (sweep_dir / "0" / "results.json").read_text(),
+    )
 
 
 def test_a_job_cancelled_midway_is_recorded_as_failed_by_the_signal(cancelled):

@@ -27,8 +27,12 @@ def test_tensorboard_gets_curves_test_metrics_confusion_matrix_and_hparams(tiny_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     proc = run_train(
-        "data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=3", "quant=none",
-        cache_dir=cache_dir, run_dir=tmp_path,
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        "trainer.max_epochs=3",
+        "quant=none",
+        cache_dir=cache_dir,
+        run_dir=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
@@ -56,27 +60,54 @@ def test_missing_corpus_gives_one_line_error_with_download_hint(cache_dir, tmp_p
 
 
 SMALL_LIGHTSERNET = (
-    "model=lightsernet", "model.net.path_channels=8", "model.net.block_channels=[16,16,32,32]",
-    "model.net.head_channels=32", "data.features.frames=64",
+    "model=lightsernet",
+    "model.net.path_channels=8",
+    "model.net.block_channels=[16,16,32,32]",
+    "model.net.head_channels=32",
+    "data.features.frames=64",
 )
 
 
 def test_lightsernet_learns_the_built_in_corpus_and_laq_quantizes_its_convolutions(default_corpus, cache_dir, tmp_path):
-    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=15", "quant.fixed_bits=[]", "quant.recovery.epochs=2",
-                     cache_dir=cache_dir, run_dir=tmp_path)
+    proc = run_train(
+        *SMALL_LIGHTSERNET,
+        "trainer.max_epochs=15",
+        "quant.fixed_bits=[]",
+        "quant.recovery.epochs=2",
+        cache_dir=cache_dir,
+        run_dir=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["model"] == "LightSERNet" and results["n_utterances"]["train"] == 448
     assert results["baseline"]["test_acc"] > 0.4, "7 classes: chance is 0.14"
     layers = {l["name"]: l["bits"] for l in results["laq"]["layers"]}
-    assert sorted(layers) == sorted(["net.paths.0.0", "net.paths.1.0", "net.paths.2.0", "net.blocks.0.0", "net.blocks.1.0",
-                                     "net.blocks.2.0", "net.blocks.3.0", "net.blocks.4", "net.classifier"])
+    assert sorted(layers) == sorted(
+        [
+            "net.paths.0.0",
+            "net.paths.1.0",
+            "net.paths.2.0",
+            "net.blocks.0.0",
+            "net.blocks.1.0",
+            "net.blocks.2.0",
+            "net.blocks.3.0",
+            "net.blocks.4",
+            "net.classifier",
+        ]
+    )
     assert all(1 <= b <= 8 for b in layers.values()) and results["laq"]["size_kb"] < results["baseline"]["size_kb"] / 3
 
 
 def test_compact_recipe_trains_a_speaker_normalised_small_mlp(tiny_manifest, cache_dir, tmp_path):
-    proc = run_train("recipe=compact", "data=manifest", f"data.manifest={tiny_manifest}", "trainer.max_epochs=3",
-                     "quant=none", cache_dir=cache_dir, run_dir=tmp_path)
+    proc = run_train(
+        "recipe=compact",
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        "trainer.max_epochs=3",
+        "quant=none",
+        cache_dir=cache_dir,
+        run_dir=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["n_params"] == 392 * 128 + 128 + 128 * 64 + 64 + 64 * 7 + 7
@@ -97,13 +128,20 @@ def test_quantized_artifact_carries_what_deployment_needs(default_run):
     assert metadata["classes"] == results["classes"] and metadata["n_features"] == 180
     assert metadata["normalize"] == "global" and metadata["network"] == "ser.models.mlp.MLP"
     assert metadata["features"]["n_mfcc"] == 40 and metadata["features"]["parts"] == ["mfcc", "chroma", "mel"]
-    assert {name: layer["bits"] for name, layer in artifact["layers"].items()} == {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+    assert {name: layer["bits"] for name, layer in artifact["layers"].items()} == {
+        l["name"]: l["bits"] for l in results["laq"]["layers"]
+    }
 
 
 def test_the_log_says_why_training_ended_and_counts_flops(tiny_manifest, cache_dir, tmp_path):
     common = ("data=manifest", f"data.manifest={tiny_manifest}", "quant=none")
-    stopped = run_train(*common, "trainer.max_epochs=60", "callbacks.early_stopping.patience=1",
-                        cache_dir=cache_dir, run_dir=tmp_path / "stopped")
+    stopped = run_train(
+        *common,
+        "trainer.max_epochs=60",
+        "callbacks.early_stopping.patience=1",
+        cache_dir=cache_dir,
+        run_dir=tmp_path / "stopped",
+    )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     output = stopped.stdout + stopped.stderr
     assert "early stopping after epoch" in output and "val/loss did not improve for 1 epochs" in output

@@ -39,8 +39,11 @@ class Clusters(L.LightningDataModule):
         centres = 0.5 * torch.randn(classes, features, generator=generator)
         y = torch.randint(0, classes, (1000,), generator=generator)
         x = centres[y] + torch.randn(1000, features, generator=generator)
-        self.splits = {"train": TensorDataset(x[:600], y[:600]), "val": TensorDataset(x[600:800], y[600:800]),
-                       "test": TensorDataset(x[800:], y[800:])}
+        self.splits = {
+            "train": TensorDataset(x[:600], y[:600]),
+            "val": TensorDataset(x[600:800], y[600:800]),
+            "test": TensorDataset(x[800:], y[800:]),
+        }
         self.batch_size = batch_size
 
     def train_dataloader(self) -> DataLoader:
@@ -89,8 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     # The defaults are ser's shipped ones (the same as `python train.py`); each step's settings are
     # a dataclass of ser.quant.config, e.g. a tighter margin for the search:
     laq = LayerwiseAdaptiveQuantization(search=LAQConfig(t_margin=2.0), save_dir=str(out))
-    trainer = L.Trainer(max_epochs=args.epochs, callbacks=[laq], default_root_dir=out, accelerator="cpu",
-                        deterministic=True, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=args.epochs,
+        callbacks=[laq],
+        default_root_dir=out,
+        accelerator="cpu",
+        deterministic=True,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(Classifier(), datamodule=Clusters())  # LAQ runs when fit ends
 
     found = laq.results.laq
@@ -98,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     for layer in found.layers:
         print(f"{layer.name:<8} {layer.params:>6} {layer.importance:>10.4f} {layer.bits:>4}")
     widest = laq.results.fixed[0].scores  # every layer at 8 bits
-    print(f"LAQ: {found.scores.avg_bits:.2f} average bits, {found.scores.size_kb:.2f} KB; validation accuracy "
-          f"{found.scores.val_acc:.3f} (8 bits: {widest.val_acc:.3f}), test accuracy {found.scores.test_acc:.3f}")
+    print(
+        f"LAQ: {found.scores.avg_bits:.2f} average bits, {found.scores.size_kb:.2f} KB; validation accuracy "
+        f"{found.scores.val_acc:.3f} (8 bits: {widest.val_acc:.3f}), test accuracy {found.scores.test_acc:.3f}"
+    )
     print(f"quantized model: {out / 'quantized.pt'}")
 
 

@@ -29,9 +29,9 @@ import os
 import shutil
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -234,9 +234,15 @@ def default_cache_dir() -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ser cache", description="Where the feature cache is, how big, and clearing it.")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="the cache directory, as data.cache_dir (default: $SER_CACHE_DIR or ~/.cache/ser)")
+    parser = argparse.ArgumentParser(
+        prog="ser cache", description="Where the feature cache is, how big, and clearing it."
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="the cache directory, as data.cache_dir (default: $SER_CACHE_DIR or ~/.cache/ser)",
+    )
     parser.add_argument("--clear", action="store_true", help="delete every cached feature (the built-in corpus stays)")
     args = parser.parse_args(argv)
     cache_dir = (args.dir or default_cache_dir()).expanduser()

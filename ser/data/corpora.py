@@ -98,7 +98,9 @@ _RAVDESS_EMOTIONS = {
     "07": "disgust",
     "08": "surprise",
 }
-_RAVDESS_NAME = re.compile(r"(?P<modality>0[1-3])-(?P<channel>0[12])-(?P<emotion>0[1-8])-0[12]-0[12]-0[12]-(?P<actor>\d{2})")
+_RAVDESS_NAME = re.compile(
+    r"(?P<modality>0[1-3])-(?P<channel>0[12])-(?P<emotion>0[1-8])-0[12]-0[12]-0[12]-(?P<actor>\d{2})"
+)
 _RAVDESS_CONVENTION = (
     "Actor_<nn>/<modality>-<channel>-<emotion>-<intensity>-<statement>-<repetition>-<actor>.wav (or .flac), "
     "e.g. Actor_01/03-01-05-01-01-01-01.wav"
@@ -159,8 +161,10 @@ def _audio_files(root: Path, corpus: Corpus) -> list[Path]:
         if path.suffix.lower() in AUDIO_SUFFIXES and not path.name.startswith(".") and path.is_file()
     )
     if not files:
-        raise DataError(f"no audio files ({' '.join(AUDIO_SUFFIXES)}) found under {root}; "
-                        f"expected {corpus.name.upper()} layout {corpus.layout_hint}")
+        raise DataError(
+            f"no audio files ({' '.join(AUDIO_SUFFIXES)}) found under {root}; "
+            f"expected {corpus.name.upper()} layout {corpus.layout_hint}"
+        )
     return files
 
 

@@ -21,13 +21,13 @@ from platformdirs import user_cache_path
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ser.data import splits, synthetic
-from ser.dsp import speaker_norm
-from ser.dsp.audio import AudioChecks
 from ser.data.corpora import Utterance, class_order, load_corpus
 from ser.data.extraction import load_features
 from ser.data.features import FeatureConfig
 from ser.data.problems import Problems
 from ser.data.splits import SplitConfig
+from ser.dsp import speaker_norm
+from ser.dsp.audio import AudioChecks
 from ser.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,10 @@ class SERDataModule(L.LightningDataModule):
         if normalize not in speaker_norm.NORMALIZE:
             raise DataError(f"data.normalize={normalize!r} is not one of {', '.join(speaker_norm.NORMALIZE)}")
         if speaker_statistics not in speaker_norm.SPEAKER_STATISTICS:
-            raise DataError(f"data.speaker_statistics={speaker_statistics!r} is not one of "
-                            f"{', '.join(speaker_norm.SPEAKER_STATISTICS)}")
+            raise DataError(
+                f"data.speaker_statistics={speaker_statistics!r} is not one of "
+                f"{', '.join(speaker_norm.SPEAKER_STATISTICS)}"
+            )
         if speaker_prior_weight < 0:
             raise DataError(f"data.speaker_prior_weight={speaker_prior_weight} must be >= 0")
         self.corpus = corpus
@@ -121,7 +123,9 @@ class SERDataModule(L.LightningDataModule):
     def _load(self, corpus: str, root: str | None, manifest: str | None) -> list[Utterance]:
         if corpus == "synthetic":
             where = Path(root).expanduser() if root else self.cache_dir / "corpora" / "synthetic"
-            return load_corpus("manifest", manifest=synthetic.generate(where, self.synthetic_spec), problems=self.problems)
+            return load_corpus(
+                "manifest", manifest=synthetic.generate(where, self.synthetic_spec), problems=self.problems
+            )
         return load_corpus(corpus, root=root, manifest=manifest, problems=self.problems)
 
     def _utterances(self) -> tuple[list[Utterance], int]:
@@ -134,12 +138,16 @@ class SERDataModule(L.LightningDataModule):
         c = self.split_config
         if c.kind != "cross_corpus":
             return utterances, len(utterances)
-        root = c.test_root or (os.environ.get(f"SER_{c.test_corpus.upper()}_ROOT") if c.test_corpus != "synthetic" else None)
+        root = c.test_root or (
+            os.environ.get(f"SER_{c.test_corpus.upper()}_ROOT") if c.test_corpus != "synthetic" else None
+        )
         test = self._load(c.test_corpus, root, c.test_manifest)
         shared = {u.label for u in utterances} & {u.label for u in test}
         if not shared:
-            raise DataError(f"{self.corpus} and data.split.test_corpus={c.test_corpus} share no emotion: "
-                            f"{sorted({u.label for u in utterances})} against {sorted({u.label for u in test})}")
+            raise DataError(
+                f"{self.corpus} and data.split.test_corpus={c.test_corpus} share no emotion: "
+                f"{sorted({u.label for u in utterances})} against {sorted({u.label for u in test})}"
+            )
         source = [u for u in utterances if u.label in shared]
         return source + [u for u in test if u.label in shared], len(source)
 
@@ -172,19 +180,37 @@ class SERDataModule(L.LightningDataModule):
         labels = np.array([classes.index(u.label) for u in utterances], dtype=np.int64)
         split = splits.make_split(self.split_config, utterances, n_source)
         inputs, population = self._normalized(utterances, features, split)
-        self.data = Prepared(utterances, features, labels, classes, split, list(self.problems.messages), table.seconds,
-                             inputs, population)
+        self.data = Prepared(
+            utterances,
+            features,
+            labels,
+            classes,
+            split,
+            list(self.problems.messages),
+            table.seconds,
+            inputs,
+            population,
+        )
         sizes = {name: len(index) for name, index in split.parts().items()}
-        log.info("%s: %d utterances, %d classes %s, split %s%s", self.corpus, len(utterances), len(classes), classes,
-                 sizes, ", features z-scored per speaker" if population is not None else "")
+        log.info(
+            "%s: %d utterances, %d classes %s, split %s%s",
+            self.corpus,
+            len(utterances),
+            len(classes),
+            classes,
+            sizes,
+            ", features z-scored per speaker" if population is not None else "",
+        )
 
     def _check_speakers(self, utterances: list[Utterance]) -> None:
         """A leave-one-speaker-out sweep runs ``data.speakers`` folds: with a copy holding other
         speakers, some would be tested twice or never, and the pooled score would not be the corpus'."""
         found = len({u.speaker for u in utterances})
         if self.split_config.kind == "loso" and self.speakers is not None and found != self.speakers:
-            raise DataError(f"{self.root or self.manifest}: holds {found} speakers, but data.speakers={self.speakers} "
-                            f"(experiment=loso runs one fold per speaker): use the complete corpus or set data.speakers={found}")
+            raise DataError(
+                f"{self.root or self.manifest}: holds {found} speakers, but data.speakers={self.speakers} "
+                f"(experiment=loso runs one fold per speaker): use the complete corpus or set data.speakers={found}"
+            )
 
     def _normalized(self, utterances: list[Utterance], features: np.ndarray, split: splits.Split):
         """``data.normalize=speaker``: each part's utterances z-scored per speaker within that part, or
@@ -193,14 +219,17 @@ class SERDataModule(L.LightningDataModule):
             return features, None
         nameless = [u.path for u in utterances if not u.speaker]
         if nameless:
-            raise DataError(f"{nameless[0]}: has no speaker, which data.normalize=speaker needs "
-                            "(add a speaker column to the manifest, or use data.normalize=global)")
+            raise DataError(
+                f"{nameless[0]}: has no speaker, which data.normalize=speaker needs "
+                "(add a speaker column to the manifest, or use data.normalize=global)"
+            )
         blocks = self.feature_config.block_slices()
         population = speaker_norm.statistics(features[split.train], blocks=blocks)
         speakers = np.array([u.speaker for u in utterances])
         enrolled = split.train if self.speaker_statistics == "enrolled" else None
-        inputs = speaker_norm.normalize_by_speaker(features, speakers, list(split.parts().values()), population,
-                                                   self.speaker_prior_weight, blocks, enrolled)
+        inputs = speaker_norm.normalize_by_speaker(
+            features, speakers, list(split.parts().values()), population, self.speaker_prior_weight, blocks, enrolled
+        )
         return inputs, population
 
     @property
@@ -253,4 +282,3 @@ class SERDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader(TensorDataset(*self.tensors("test")), shuffle=False)
-

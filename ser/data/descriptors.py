@@ -21,7 +21,9 @@ from ser.dsp import filters
 __all__ = ["contrast", "mean_square", "spectral_shape", "yin", "yin_stft", "zero_crossing_rate"]
 
 
-def yin(frames: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def yin(
+    frames: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fundamental frequency (Hz) and periodicity (1 - the deepest dip of the normalised difference) per frame.
 
     De Cheveigné and Kawahara's YIN as librosa computes it: the cumulative-mean-normalised
@@ -40,8 +42,9 @@ def yin(frames: torch.Tensor, sample_rate: int, f0_min: float, f0_max: float, th
     return sample_rate / period, periodicity
 
 
-def yin_stft(power: torch.Tensor, sample_rate: int, n_fft: int, f0_min: float, f0_max: float,
-             threshold: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def yin_stft(
+    power: torch.Tensor, sample_rate: int, n_fft: int, f0_min: float, f0_max: float, threshold: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """YIN (``yin``) on the autocorrelation of the STFT's Hann-windowed frame, from its power spectrum ``power``
     (B, T, bins): the inverse FFT of the bins below ``sample_rate / (2·step)`` (``filters.yin_stft_lags``), so
     the periods are searched in steps of ``step`` samples, and the difference is YIN's 2·(r(0) − r(τ)).
@@ -96,7 +99,9 @@ def mean_square(power: torch.Tensor, n_fft: int) -> torch.Tensor:
     return (2 * power.sum(-1) - edges) / n_fft**2
 
 
-def spectral_shape(power: torch.Tensor, magnitude: torch.Tensor, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10) -> torch.Tensor:
+def spectral_shape(
+    power: torch.Tensor, magnitude: torch.Tensor, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10
+) -> torch.Tensor:
     """Centroid, bandwidth and roll-off (Hz) of the magnitude spectrum, and flatness of the power spectrum: (B, 4, T)."""
     bins = power.shape[-1]
     freqs = torch.linspace(0, sample_rate / 2, bins, device=power.device, dtype=power.dtype)

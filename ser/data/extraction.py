@@ -19,21 +19,21 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from filelock import FileLock
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ser.dsp.audio import AudioChecks, load_audio
 from ser.data.cache import FeatureCache, Result
 from ser.data.corpora import Utterance
 from ser.data.features import FeatureConfig, FeatureExtractor, resolve_device
 from ser.data.problems import Problems
+from ser.dsp.audio import AudioChecks, load_audio
 from ser.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,9 @@ def _progress() -> Progress:
     )
 
 
-def extract_chunk(extractor: FeatureExtractor, signals: Sequence[np.ndarray], policy: ThreadPolicy | None) -> np.ndarray:
+def extract_chunk(
+    extractor: FeatureExtractor, signals: Sequence[np.ndarray], policy: ThreadPolicy | None
+) -> np.ndarray:
     """Features of ``signals`` with the thread count ``policy`` picks for now (None: torch's own).
 
     On CPU that many batches run at once, each on one torch thread (inter-op parallelism):
@@ -189,7 +191,11 @@ def extract_signals(extractor: FeatureExtractor, signals: Sequence[np.ndarray]) 
 
 
 def extract_results(
-    paths: Sequence[Path], config: FeatureConfig, checks: AudioChecks, device: str, batch_size: int,
+    paths: Sequence[Path],
+    config: FeatureConfig,
+    checks: AudioChecks,
+    device: str,
+    batch_size: int,
     done=None,
 ) -> list[Result]:
     """Decode and extract ``paths`` in chunks; ``done(index, result)`` is called as each chunk finishes."""
@@ -287,20 +293,36 @@ def load_features(
                 for i, digest in enumerate(digests):  # copies of a file extracted above
                     if results[i] is None and digest is not None:
                         source = results[first[digest]]
-                        results[i] = Result(source.features, None if source.error is None
-                                            else source.error.replace(str(paths[first[digest]]), str(paths[i])))
+                        results[i] = Result(
+                            source.features,
+                            None
+                            if source.error is None
+                            else source.error.replace(str(paths[first[digest]]), str(paths[i])),
+                        )
         unread = [i for i, digest in enumerate(digests) if digest is None]
         if unread:  # missing or unreadable when hashed: nothing to cache, decoding says why, every run
-            for i, result in zip(unread, extract_results([paths[i] for i in unread], config, checks, device, batch_size)):
+            for i, result in zip(
+                unread, extract_results([paths[i] for i in unread], config, checks, device, batch_size)
+            ):
                 results[i] = result
                 extracted += result.error is None
     kept = [i for i, r in enumerate(results) if r.error is None]
     failed = [r.error for r in results if r.error is not None]
     for message in failed:
         problems.report(message)
-    features = np.stack([results[i].features for i in kept]).astype(np.float32, copy=False) if kept \
+    features = (
+        np.stack([results[i].features for i in kept]).astype(np.float32, copy=False)
+        if kept
         else np.empty((0, *config.shape), dtype=np.float32)
+    )
     seconds = time.perf_counter() - start
-    log.info("features for %d files in %.2f s: %d from the cache, %d extracted", len(kept), seconds,
-             len(paths) - extracted, extracted)
-    return FeatureTable(features, [utterances[i] for i in kept], failed, seconds, cache_dir is not None and extracted == 0)
+    log.info(
+        "features for %d files in %.2f s: %d from the cache, %d extracted",
+        len(kept),
+        seconds,
+        len(paths) - extracted,
+        extracted,
+    )
+    return FeatureTable(
+        features, [utterances[i] for i in kept], failed, seconds, cache_dir is not None and extracted == 0
+    )

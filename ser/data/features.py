@@ -10,9 +10,9 @@ extraction fast, and the same code runs on a GPU.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -98,13 +98,19 @@ class FeatureExtractor:
             self._mel_groups.append((slice(start, start + len(rows)), [(b, as_tensor(rows[:, b])) for b in pieces]))
         self._dct = as_tensor(filters.dct_matrix(c.n_mfcc, c.n_mels))
         self._delta = as_tensor(filters.delta_kernel(c.delta_width))
-        self._bands = filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands, c.contrast_quantile) if "spectral" in c.parts else []
+        self._bands = (
+            filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands, c.contrast_quantile)
+            if "spectral" in c.parts
+            else []
+        )
 
     def n_frames(self, n_samples: torch.Tensor) -> torch.Tensor:
         """Frames per utterance with centred framing, as librosa counts them."""
         return 1 + torch.div(n_samples, self.config.hop_length, rounding_mode="floor")
 
-    def frames(self, audio: torch.Tensor, lengths: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def frames(
+        self, audio: torch.Tensor, lengths: torch.Tensor, centred: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame-level features (B, frame_dim, T) of zero-padded audio (B, samples), and frames per item.
 
         Zero padding is exactly what librosa's centred STFT pads with, so every frame that
@@ -129,7 +135,9 @@ class FeatureExtractor:
             out["mel"] = mel_db if c.mel_db else mel_power
         if "pitch" in c.parts:
             if c.yin_acf == "stft":
-                f0, periodicity = descriptors.yin_stft(power, c.sample_rate, c.n_fft, c.f0_min, c.f0_max, c.yin_threshold)
+                f0, periodicity = descriptors.yin_stft(
+                    power, c.sample_rate, c.n_fft, c.f0_min, c.f0_max, c.yin_threshold
+                )
             else:
                 f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
             voiced = (periodicity > 1 - c.voicing_threshold).to(periodicity.dtype)
@@ -141,7 +149,9 @@ class FeatureExtractor:
             parts.append(self._deltas(out["mfcc"], n_frames))
         return torch.cat(parts, dim=1), n_frames
 
-    def filterbank_powers(self, audio: torch.Tensor, centred: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def filterbank_powers(
+        self, audio: torch.Tensor, centred: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mel power (B, n_mels, T), raw chroma (B, n_chroma, T) and the power spectrum (B, T, bins) of every
         centred frame of ``audio`` (B, samples).
 
@@ -166,8 +176,11 @@ class FeatureExtractor:
         if batch * steps < SMALL_PRODUCT:  # the BLAS sums small products in another order
             chroma_input = power if c.chroma_power == 2.0 else power.pow(c.chroma_power / 2)
             mel, chroma = (power @ self._banks[:, : c.n_mels]).T, (chroma_input @ self._banks[:, c.n_mels :]).T
-            return (mel.reshape(c.n_mels, batch, steps).permute(1, 0, 2),
-                    chroma.reshape(c.n_chroma, batch, steps).permute(1, 0, 2), spectra)
+            return (
+                mel.reshape(c.n_mels, batch, steps).permute(1, 0, 2),
+                chroma.reshape(c.n_chroma, batch, steps).permute(1, 0, 2),
+                spectra,
+            )
         # Filterbank outputs as (channel, frame) matrices: one product per group of filters.
         power = power.T
         mel = torch.empty(c.n_mels, batch * steps, device=audio.device)
@@ -177,8 +190,11 @@ class FeatureExtractor:
             for bins, weights in rest:
                 mel[rows] += weights @ power[bins]
         chroma = self._chroma @ (power if c.chroma_power == 2.0 else power.pow(c.chroma_power / 2))
-        return (mel.view(c.n_mels, batch, steps).permute(1, 0, 2),
-                chroma.view(c.n_chroma, batch, steps).permute(1, 0, 2), spectra)
+        return (
+            mel.view(c.n_mels, batch, steps).permute(1, 0, 2),
+            chroma.view(c.n_chroma, batch, steps).permute(1, 0, 2),
+            spectra,
+        )
 
     def _blocks(self, batch: int, steps: int) -> Iterator[tuple[slice, slice]]:
         """(clips, frames) of each block: whole clips, or the frames of one long clip in pieces."""
@@ -272,7 +288,9 @@ class FeatureExtractor:
         frames, n_frames = self.frames(audio, lengths, centred=True)
         return self.pool(frames, n_frames) if c.pooled else self.fixed_length(frames, n_frames)
 
-    def _power_to_db(self, power: torch.Tensor, valid: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    def _power_to_db(
+        self, power: torch.Tensor, valid: torch.Tensor, reference: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """librosa's power_to_db (ref 1, amin 1e-10), floored ``top_db`` below each utterance's peak
         (the peak of ``reference`` where given), or with ``db_floor="absolute"`` at −``top_db`` dB."""
         db = 10.0 * torch.log10(power.clamp_min(1e-10))

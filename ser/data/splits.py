@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -54,9 +54,13 @@ class SplitConfig:
         object.__setattr__(self, "test_speakers", tuple(str(s) for s in self.test_speakers))
         object.__setattr__(self, "val_speakers", tuple(str(s) for s in self.val_speakers))
         if self.kind == "kfold" and not 0 <= self.fold < self.folds:
-            raise DataError(f"data.split.fold={self.fold} is out of range for data.split.folds={self.folds} (0..{self.folds - 1})")
+            raise DataError(
+                f"data.split.fold={self.fold} is out of range for data.split.folds={self.folds} (0..{self.folds - 1})"
+            )
         if self.kind == "cross_corpus" and not self.test_corpus:
-            raise DataError("data.split.kind=cross_corpus needs data.split.test_corpus (e.g. synthetic, emodb, tess, savee, manifest)")
+            raise DataError(
+                "data.split.kind=cross_corpus needs data.split.test_corpus (e.g. synthetic, emodb, tess, savee, manifest)"
+            )
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,9 @@ def kfold_split(labels: Sequence[str], folds: int = 10, fold: int = 0, val: floa
         rest = members[~in_fold]
         n_val = max(1, _round_half_up(len(rest) * val))
         if n_val >= len(rest):
-            raise DataError(f"class {label!r} has only {len(members)} file(s), too few for {folds} folds with validation")
+            raise DataError(
+                f"class {label!r} has only {len(members)} file(s), too few for {folds} folds with validation"
+            )
         parts["test"] += members[in_fold].tolist()
         parts["val"] += rest[:n_val].tolist()
         parts["train"] += rest[n_val:].tolist()
@@ -165,12 +171,16 @@ def speaker_split(speakers: Sequence[str], test_speakers: Sequence[str], val_spe
     known = sorted(set(speakers))
     test_set, val_set = {str(s) for s in test_speakers}, {str(s) for s in val_speakers}
     if not test_set or not val_set:
-        raise DataError("a speaker split needs data.split.test_speakers and data.split.val_speakers (or data.split.fold)")
+        raise DataError(
+            "a speaker split needs data.split.test_speakers and data.split.val_speakers (or data.split.fold)"
+        )
     unknown = sorted((test_set | val_set) - set(known))
     if unknown:
         raise DataError(f"speaker(s) {unknown} are not in the corpus; its speakers are {known}")
     if test_set & val_set:
-        raise DataError(f"speaker(s) {sorted(test_set & val_set)} are in both data.split.test_speakers and val_speakers")
+        raise DataError(
+            f"speaker(s) {sorted(test_set & val_set)} are in both data.split.test_speakers and val_speakers"
+        )
     spk = np.asarray(speakers)
     test_mask, val_mask = np.isin(spk, list(test_set)), np.isin(spk, list(val_set))
     train = np.flatnonzero(~test_mask & ~val_mask)
@@ -186,7 +196,9 @@ def loso_split(speakers: Sequence[str], fold: int) -> Split:
     if "" in known or len(known) < 3:
         raise DataError(f"leave-one-speaker-out needs at least 3 named speakers; this corpus has {len(known)}")
     if not 0 <= fold < len(known):
-        raise DataError(f"data.split.fold={fold} is out of range: this corpus has {len(known)} speakers (0..{len(known) - 1})")
+        raise DataError(
+            f"data.split.fold={fold} is out of range: this corpus has {len(known)} speakers (0..{len(known) - 1})"
+        )
     return speaker_split(speakers, [known[fold]], [known[(fold + 1) % len(known)]])
 
 

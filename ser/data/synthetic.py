@@ -206,9 +206,7 @@ def _pitch(
     return np.interp(time, grid, np.clip(base_f0 * 2 ** (semitones / 12), 50.0, 700.0))
 
 
-def _pulses(
-    rng: np.random.Generator, f0: np.ndarray, voicing: np.ndarray, voice: _Voice, sr: int
-) -> np.ndarray:
+def _pulses(rng: np.random.Generator, f0: np.ndarray, voicing: np.ndarray, voice: _Voice, sr: int) -> np.ndarray:
     """A glottal pulse wherever the cumulative phase wraps, jittered and shimmered.
 
     Each pulse is split between its two neighbouring samples, so the pitch is not quantised
@@ -262,9 +260,7 @@ def _rms(x: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x[mask] ** 2) + 1e-12))
 
 
-def _vocal_tract(
-    excitation: np.ndarray, knots: np.ndarray, vowels: np.ndarray, tilt_db: float, sr: int
-) -> np.ndarray:
+def _vocal_tract(excitation: np.ndarray, knots: np.ndarray, vowels: np.ndarray, tilt_db: float, sr: int) -> np.ndarray:
     """Filter with moving formants: shape 50 %-overlapping Hann frames in the FFT domain, overlap-add.
 
     Each frame's response crossfades between the vowel spectra at the neighbouring ``knots``
@@ -372,9 +368,7 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
         if _is_ready(root, spec):
             return manifest
         if root.exists() and (not root.is_dir() or (any(root.iterdir()) and _read_stamp(root) is None)):
-            raise DataError(
-                f"{root}: exists and is not a synthetic corpus; choose an empty or new directory for it"
-            )
+            raise DataError(f"{root}: exists and is not a synthetic corpus; choose an empty or new directory for it")
         for stale in root.parent.glob(f".{glob.escape(root.name)}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run; we hold the lock
         staging = create_temp_dir(root.parent, prefix=f".{root.name}.", suffix=".tmp")  # umask mode, not 0700

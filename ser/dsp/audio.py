@@ -18,7 +18,6 @@ import soundfile as sf
 
 from ser.errors import DataError
 
-
 # The formats looked for in folders (corpora, `ser predict DIR`); decoding itself goes by content.
 AUDIO_SUFFIXES = (".aif", ".aiff", ".flac", ".ogg", ".wav")
 
@@ -36,7 +35,9 @@ def _resample(path: Path, samples: np.ndarray, native_rate: int, sample_rate: in
     try:
         import soxr
     except ImportError as exc:
-        raise DataError(f"{path}: is {native_rate} Hz, the model expects {sample_rate} Hz; resampling needs `pip install soxr`") from exc
+        raise DataError(
+            f"{path}: is {native_rate} Hz, the model expects {sample_rate} Hz; resampling needs `pip install soxr`"
+        ) from exc
     return soxr.resample(samples, native_rate, sample_rate, quality="HQ")
 
 

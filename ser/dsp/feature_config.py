@@ -76,16 +76,24 @@ class FeatureConfig:
         if self.frames < 1:
             raise SERError(f"data.features.frames={self.frames} must be at least 1")
         if "pitch" in self.parts and not 0 < self.f0_min < self.f0_max <= self.sample_rate / 2:
-            raise SERError(f"data.features.f0_min={self.f0_min} and f0_max={self.f0_max} must satisfy 0 < f0_min < f0_max <= sample_rate / 2")
+            raise SERError(
+                f"data.features.f0_min={self.f0_min} and f0_max={self.f0_max} must satisfy 0 < f0_min < f0_max <= sample_rate / 2"
+            )
         if "pitch" in self.parts and self.sample_rate / self.f0_min >= self.n_fft:
-            raise SERError(f"data.features.f0_min={self.f0_min} Hz has a period longer than the n_fft={self.n_fft} frame; "
-                           f"raise it above {self.sample_rate / self.n_fft:.1f} Hz")
+            raise SERError(
+                f"data.features.f0_min={self.f0_min} Hz has a period longer than the n_fft={self.n_fft} frame; "
+                f"raise it above {self.sample_rate / self.n_fft:.1f} Hz"
+            )
         if "pitch" in self.parts and self.yin_acf == "stft" and self.sample_rate / self.f0_min > self.n_fft / 2:
-            raise SERError(f"data.features.yin_acf=stft needs the period of f0_min={self.f0_min} Hz within half the "
-                           f"n_fft={self.n_fft} frame; raise it to {2 * self.sample_rate / self.n_fft:.1f} Hz or more")
+            raise SERError(
+                f"data.features.yin_acf=stft needs the period of f0_min={self.f0_min} Hz within half the "
+                f"n_fft={self.n_fft} frame; raise it to {2 * self.sample_rate / self.n_fft:.1f} Hz or more"
+            )
         if "spectral" in self.parts and self.contrast_fmin * 2 ** (self.contrast_bands - 1) >= self.sample_rate / 2:
-            raise SERError(f"data.features.contrast_bands={self.contrast_bands} octaves from contrast_fmin={self.contrast_fmin} Hz "
-                           f"pass Nyquist ({self.sample_rate / 2} Hz)")
+            raise SERError(
+                f"data.features.contrast_bands={self.contrast_bands} octaves from contrast_fmin={self.contrast_fmin} Hz "
+                f"pass Nyquist ({self.sample_rate / 2} Hz)"
+            )
         if self.deltas and (self.delta_width < 3 or self.delta_width % 2 == 0):
             raise SERError(f"data.features.delta_width={self.delta_width} must be an odd number >= 3")
 
@@ -99,8 +107,13 @@ class FeatureConfig:
         raise KeyError(f"{part!r} is not in parts={list(self.parts)}")
 
     def _frame_blocks(self) -> list[tuple[str, int]]:
-        sizes = {"mfcc": self.n_mfcc, "chroma": self.n_chroma, "mel": self.n_mels, "pitch": len(PITCH),
-                 "spectral": len(SPECTRAL) + self.contrast_bands + 1}
+        sizes = {
+            "mfcc": self.n_mfcc,
+            "chroma": self.n_chroma,
+            "mel": self.n_mels,
+            "pitch": len(PITCH),
+            "spectral": len(SPECTRAL) + self.contrast_bands + 1,
+        }
         return [(p, sizes[p]) for p in self.parts] + ([("delta", self.n_mfcc)] if self.deltas else [])
 
     @property
@@ -136,5 +149,8 @@ class FeatureConfig:
         return (self.dim,) if self.pooled else (self.frame_dim, self.frames)
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-                if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]}
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]
+        }

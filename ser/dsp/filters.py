@@ -31,7 +31,9 @@ def mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= _MIN_LOG_MEL, logarithmic, linear)
 
 
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
     """Triangular filters on the Slaney mel scale, each scaled to unit area: (n_mels, 1 + n_fft // 2)."""
     fmax = sample_rate / 2 if fmax is None else fmax
     fft_hz = np.linspace(0, sample_rate / 2, 1 + n_fft // 2)

@@ -82,7 +82,9 @@ def quantize_codes(weight: np.ndarray, scales: np.ndarray, bits: int, grid: str 
     return np.clip(k, 0, n_codes(bits, grid) - 1).astype(np.uint8).reshape(w.shape)
 
 
-def dequantize(codes: np.ndarray, scales: np.ndarray, bits: int, grid: str = "symmetric", dtype=np.float32) -> np.ndarray:
+def dequantize(
+    codes: np.ndarray, scales: np.ndarray, bits: int, grid: str = "symmetric", dtype=np.float32
+) -> np.ndarray:
     """The weight the codes stand for: level(code) · scale of its row (or of the whole layer)."""
     codes = np.asarray(codes)
     lv = levels(bits, grid)[codes.astype(np.int64)]

@@ -80,17 +80,25 @@ class _Sums:
     peak: np.ndarray
 
     @classmethod
-    def of(cls, features: np.ndarray) -> "_Sums":
+    def of(cls, features: np.ndarray) -> _Sums:
         rows, _ = _samples(features)
-        return cls(len(features), len(rows), rows.sum(axis=0), (rows**2).sum(axis=0), np.abs(rows).max(axis=0, initial=0.0))
+        return cls(
+            len(features), len(rows), rows.sum(axis=0), (rows**2).sum(axis=0), np.abs(rows).max(axis=0, initial=0.0)
+        )
 
-    def __add__(self, other: "_Sums") -> "_Sums":
-        return _Sums(self.utterances + other.utterances, self.samples + other.samples, self.total + other.total,
-                     self.squares + other.squares, np.maximum(self.peak, other.peak))
+    def __add__(self, other: _Sums) -> _Sums:
+        return _Sums(
+            self.utterances + other.utterances,
+            self.samples + other.samples,
+            self.total + other.total,
+            self.squares + other.squares,
+            np.maximum(self.peak, other.peak),
+        )
 
 
-def _estimate(sums: _Sums, sequence: bool, prior: SpeakerStats | None, prior_weight: float,
-              blocks: list[slice] | None) -> SpeakerStats:
+def _estimate(
+    sums: _Sums, sequence: bool, prior: SpeakerStats | None, prior_weight: float, blocks: list[slice] | None
+) -> SpeakerStats:
     if prior is not None and (sums.utterances == 0 or (prior_weight <= 0 and sums.utterances < 2)):
         return prior
     if sums.utterances == 0:
@@ -149,9 +157,14 @@ def normalize_by_speaker(
     """
     out = np.empty(features.shape, dtype=np.float32)
     speakers = np.asarray(speakers)
-    known = {} if enrolled is None else {
-        speaker: statistics(features[enrolled[speakers[enrolled] == speaker]], prior, prior_weight, blocks)
-        for speaker in np.unique(speakers[enrolled])}
+    known = (
+        {}
+        if enrolled is None
+        else {
+            speaker: statistics(features[enrolled[speakers[enrolled] == speaker]], prior, prior_weight, blocks)
+            for speaker in np.unique(speakers[enrolled])
+        }
+    )
     for group in groups:
         for speaker in np.unique(speakers[group]):
             members = group[speakers[group] == speaker]

@@ -112,8 +112,10 @@ def encode_statistics(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np
     stored_std = from_bfloat16(bfloat16_bits(std))
     ratio = np.asarray(mean, dtype=np.float64) / stored_std
     if np.max(np.abs(ratio), initial=0.0) > np.finfo(np.float16).max:
-        raise ValueError(f"a mean of {np.max(np.abs(ratio)):.3g} standard deviations overflows float16; "
-                         "store the statistics at 32 bits")
+        raise ValueError(
+            f"a mean of {np.max(np.abs(ratio)):.3g} standard deviations overflows float16; "
+            "store the statistics at 32 bits"
+        )
     return ratio.astype(np.float16), bfloat16_bits(std)
 
 

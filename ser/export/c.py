@@ -15,6 +15,8 @@ def write_c(source: ExportSource, out_dir: str | Path, window_s: float = 2.0, ho
     from ser.runtime import c_export
 
     if source.graph is not None:
-        raise SERError(f"the C runtime runs the MLP only, this model is {source.network.rsplit('.', 1)[-1]}; "
-                       "export it with -o model.serq (numpy runtime) or --onnx")
+        raise SERError(
+            f"the C runtime runs the MLP only, this model is {source.network.rsplit('.', 1)[-1]}; "
+            "export it with -o model.serq (numpy runtime) or --onnx"
+        )
     return c_export.generate(to_serq(source), out_dir, window_s=window_s, hop_s=hop_s)

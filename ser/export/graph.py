@@ -39,14 +39,21 @@ class _GraphBuilder:
     def add(self, op: str, inputs: list[str], out: str, **fields) -> str:
         """One op; ``in`` is left out when it is the previous op's output alone, and ``out`` is dropped
         afterwards (``compact``) where no later op names it."""
-        entry = {"op": op, **({} if self.ops and inputs == [self.ops[-1]["out"]] else {"in": inputs}), "out": out, **fields}
+        entry = {
+            "op": op,
+            **({} if self.ops and inputs == [self.ops[-1]["out"]] else {"in": inputs}),
+            "out": out,
+            **fields,
+        }
         self.ops.append(entry)
         return out
 
     def compact(self) -> list[dict]:
         named = {name for op in self.ops for name in op.get("in", [])}
-        return [op if op["out"] in named or i == len(self.ops) - 1 else {k: v for k, v in op.items() if k != "out"}
-                for i, op in enumerate(self.ops)]
+        return [
+            op if op["out"] in named or i == len(self.ops) - 1 else {k: v for k, v in op.items() if k != "out"}
+            for i, op in enumerate(self.ops)
+        ]
 
     def sequence(self, module: nn.Module, x: str, prefix: str) -> str:
         children = list(module.named_children()) if isinstance(module, nn.Sequential) else [("", module)]
@@ -57,16 +64,24 @@ class _GraphBuilder:
             if isinstance(child, nn.Sequential):
                 x = self.sequence(child, x, full)
             elif isinstance(child, nn.Conv2d):
-                bn = children[i + 1][1] if i + 1 < len(children) and isinstance(children[i + 1][1], nn.BatchNorm2d) else None
+                bn = (
+                    children[i + 1][1]
+                    if i + 1 < len(children) and isinstance(children[i + 1][1], nn.BatchNorm2d)
+                    else None
+                )
                 x = self.conv(child, bn, x, full, f"{prefix}.{children[i + 1][0]}" if bn is not None else None)
                 i += bn is not None
             elif isinstance(child, nn.ReLU):
                 x = self.add("relu", [x], f"{full}.relu")
             elif isinstance(child, nn.AvgPool2d):
-                kernel, stride, padding = (_pair(v) for v in (child.kernel_size, child.stride or child.kernel_size, child.padding))
+                kernel, stride, padding = (
+                    _pair(v) for v in (child.kernel_size, child.stride or child.kernel_size, child.padding)
+                )
                 if padding != (0, 0) or child.divisor_override:
                     raise SERError(f"{full}: average pooling with padding or a divisor override cannot be exported")
-                x = self.add("avgpool2d", [x], full, kernel=list(kernel), stride=list(stride), ceil_mode=bool(child.ceil_mode))
+                x = self.add(
+                    "avgpool2d", [x], full, kernel=list(kernel), stride=list(stride), ceil_mode=bool(child.ceil_mode)
+                )
             elif isinstance(child, (nn.Dropout, nn.Identity)):
                 pass  # inference: nothing
             else:
@@ -78,9 +93,18 @@ class _GraphBuilder:
         if name not in self.layers:
             raise SERError(f"{name}: a convolution that was not quantized cannot be exported")
         kernel = tuple(conv.kernel_size)
-        same = conv.padding == "same" or tuple(conv.padding) == tuple((k - 1) // 2 for k in kernel) and all(k % 2 for k in kernel)
-        if (tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or conv.groups != 1 or not same
-                or conv.padding_mode != "zeros"):
+        same = (
+            conv.padding == "same"
+            or tuple(conv.padding) == tuple((k - 1) // 2 for k in kernel)
+            and all(k % 2 for k in kernel)
+        )
+        if (
+            tuple(conv.stride) != (1, 1)
+            or tuple(conv.dilation) != (1, 1)
+            or conv.groups != 1
+            or not same
+            or conv.padding_mode != "zeros"
+        ):
             raise SERError(f"{name}: only stride-1, undilated, ungrouped convolutions with 'same' zero padding export")
         scale, shift = fold(self.layers[name].bias, bn)
         fields = {"layer": name, "kernel": list(kernel), "padding": "same"}  # stride 1

@@ -64,7 +64,7 @@ def _mlp(source: ExportSource) -> MLP:
     net = MLP(layers[0].shape[1], layers[-1].shape[0], hidden=[layer.shape[0] for layer in layers[:-1]])
     state = {}
     for layer in layers:
-        index = layer.name[len("net."):]
+        index = layer.name[len("net.") :]
         state[f"{index}.weight"] = torch.from_numpy(layer.weight())
         if layer.bias is not None:
             state[f"{index}.bias"] = torch.from_numpy(np.asarray(layer.bias, dtype=np.float32).copy())
@@ -104,8 +104,9 @@ class Deployed(nn.Module):
         self.net = _mlp(source) if source.graph is None else GraphNetwork(source)
         self.eval()
 
-    def forward(self, features: torch.Tensor, speaker_mean: torch.Tensor | None = None,
-                speaker_std: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, speaker_mean: torch.Tensor | None = None, speaker_std: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if self.speaker:
             features = (features - speaker_mean) / speaker_std
         return torch.softmax(self.net((features - self.mean) / self.std), dim=1)
@@ -137,5 +138,13 @@ def write_onnx(source: ExportSource, path: str | Path) -> None:
     dummy = tuple((torch.ones if name == "speaker_std" else torch.zeros)(*shapes[name]) for name in names)
     batch = torch.export.Dim("batch")
     with atomic_path(path) as tmp:
-        torch.onnx.export(model, dummy, str(tmp), input_names=names, output_names=["probabilities"],
-                          dynamic_shapes=tuple({0: batch} for _ in names), external_data=False, verbose=False)
+        torch.onnx.export(
+            model,
+            dummy,
+            str(tmp),
+            input_names=names,
+            output_names=["probabilities"],
+            dynamic_shapes=tuple({0: batch} for _ in names),
+            external_data=False,
+            verbose=False,
+        )

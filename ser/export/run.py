@@ -61,18 +61,24 @@ def load_run(source: str | Path, bits: int | None = None) -> ExportSource:
     artifact = QuantizedArtifact.load(run_dir / FILENAME)
     use_artifact = artifact is not None and bits is None
     if use_artifact and source.is_file() and not _is_best(checkpoint, run_dir, results):
-        raise SERError(f"{source}: the run's LAQ model ({run_dir / FILENAME}) is quantized from its best checkpoint; "
-                       "pass the run directory, or --bits N to quantize this checkpoint")
+        raise SERError(
+            f"{source}: the run's LAQ model ({run_dir / FILENAME}) is quantized from its best checkpoint; "
+            "pass the run directory, or --bits N to quantize this checkpoint"
+        )
     metadata = artifact.metadata if artifact is not None else None
     standalone = use_artifact and metadata is not None and bool(metadata.net_config)  # quantized.pt describes itself
     if not standalone and (not config_file.is_file() or not (checkpoint.is_file() or use_artifact)):
-        raise SERError(f"{source}: not a training run (expected {checkpoint} and {config_file}); pass a run "
-                       "directory written by train.py or its checkpoints/best.ckpt")
+        raise SERError(
+            f"{source}: not a training run (expected {checkpoint} and {config_file}); pass a run "
+            "directory written by train.py or its checkpoints/best.ckpt"
+        )
     cfg = OmegaConf.load(config_file) if config_file.is_file() else _config_of(artifact)
     target = cfg.model.net.get("_target_")
     if target not in TARGETS:
-        raise SERError(f"{source}: export supports the MLP ({MLP_TARGET}) and Light-SERNet ({LIGHTSERNET_TARGET}); "
-                       f"this run used {target}")
+        raise SERError(
+            f"{source}: export supports the MLP ({MLP_TARGET}) and Light-SERNet ({LIGHTSERNET_TARGET}); "
+            f"this run used {target}"
+        )
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint.is_file() else None
     state = artifact.state_dict if use_artifact else ckpt["state_dict"]
@@ -83,24 +89,39 @@ def load_run(source: str | Path, bits: int | None = None) -> ExportSource:
     if artifact is not None:
         quantizer = artifact.quantizer
     else:
-        quantizer = quantizer_config(OmegaConf.to_container(cfg.quant, resolve=False) if cfg.get("quant") else {},
-                                     run_dir / ".hydra" / "config.yaml")
+        quantizer = quantizer_config(
+            OmegaConf.to_container(cfg.quant, resolve=False) if cfg.get("quant") else {},
+            run_dir / ".hydra" / "config.yaml",
+        )
 
     if use_artifact:
         layers = artifact_layers(artifact, names, run_dir / FILENAME)
         laq = results.laq if results is not None else None
         if laq and laq.bits != {n: l.bits for n, l in layers.items()}:
-            raise SERError(f"{run_dir}: {FILENAME} and results.json disagree on the LAQ bits; the run is "
-                           "inconsistent, train it again")
+            raise SERError(
+                f"{run_dir}: {FILENAME} and results.json disagree on the LAQ bits; the run is "
+                "inconsistent, train it again"
+            )
     else:
         allocation = _allocation(run_dir, results, names, bits)
         if bits is not None and artifact is not None and artifact.quantizer.bias_correction:
-            log.warning("%s: the run's quantizer corrects biases with training statistics; a --bits export keeps "
-                        "the checkpoint's biases", run_dir)
+            log.warning(
+                "%s: the run's quantizer corrects biases with training statistics; a --bits export keeps "
+                "the checkpoint's biases",
+                run_dir,
+            )
         layers = {name: _quantize(name, state, allocation[name], quantizer) for name in names}
-    return ExportSource.assemble(layers, state, metadata, quantizer, net, origin=FILENAME if use_artifact else "checkpoint",
-                                 stored=use_artifact, run_dir=run_dir,
-                                 checkpoint=checkpoint if checkpoint.is_file() else None)
+    return ExportSource.assemble(
+        layers,
+        state,
+        metadata,
+        quantizer,
+        net,
+        origin=FILENAME if use_artifact else "checkpoint",
+        stored=use_artifact,
+        run_dir=run_dir,
+        checkpoint=checkpoint if checkpoint.is_file() else None,
+    )
 
 
 def _allocation(run_dir: Path, results: RunResults | None, names: list[str], bits: int | None) -> dict[str, int]:
@@ -109,12 +130,15 @@ def _allocation(run_dir: Path, results: RunResults | None, names: list[str], bit
         return {name: int(bits) for name in names}
     laq = results.laq if results is not None else None
     if not laq:
-        raise SERError(f"{run_dir}: has no LAQ result (trained with quant=none or fixed?); pass --bits N for "
-                       "a fixed bit-width")
+        raise SERError(
+            f"{run_dir}: has no LAQ result (trained with quant=none or fixed?); pass --bits N for a fixed bit-width"
+        )
     if laq.recovery or (laq.quantizer is not None and laq.quantizer.bias_correction):
-        raise SERError(f"{run_dir}: the LAQ model was fine-tuned (recovery) or bias-corrected after "
-                       f"quantization and only {FILENAME} holds it, which is missing or from an older ser; "
-                       "train the run again, or pass --bits N for a fixed bit-width")
+        raise SERError(
+            f"{run_dir}: the LAQ model was fine-tuned (recovery) or bias-corrected after "
+            f"quantization and only {FILENAME} holds it, which is missing or from an older ser; "
+            "train the run again, or pass --bits N for a fixed bit-width"
+        )
     if set(laq.bits) != set(names):
         raise SERError(f"{run_dir}: results.json's LAQ layers {sorted(laq.bits)} are not the network's {names}")
     return {name: check_bits(int(b), f"{run_dir}: results.json's LAQ layer {name}") for name, b in laq.bits.items()}
@@ -134,23 +158,35 @@ def _network(cfg, metadata: ArtifactMetadata, state: dict[str, torch.Tensor], ru
     n_features = metadata.n_features or list(metadata.features.shape)
     try:
         net = hydra.utils.instantiate(cfg.model.net)(n_features, len(metadata.classes))
-        net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+        net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     except (RuntimeError, TypeError, ValueError, SERError) as exc:
-        raise SERError(f"{run_dir}: the network of its config does not hold its weights "
-                       f"({str(exc).splitlines()[0]}); train the run again") from exc
+        raise SERError(
+            f"{run_dir}: the network of its config does not hold its weights "
+            f"({str(exc).splitlines()[0]}); train the run again"
+        ) from exc
     return net.eval()
 
 
 def _config_of(artifact: QuantizedArtifact):
     """The parts of a run's config that export reads, from a self-describing quantized.pt."""
     metadata = artifact.metadata
-    return OmegaConf.create({"model": {"net": metadata.net_config},
-                             "data": {"features": metadata.features.to_dict(),
-                                      "speaker_prior_weight": metadata.speaker_prior_weight}})
+    return OmegaConf.create(
+        {
+            "model": {"net": metadata.net_config},
+            "data": {"features": metadata.features.to_dict(), "speaker_prior_weight": metadata.speaker_prior_weight},
+        }
+    )
 
 
-def _run_metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Tensor], results: RunResults | None,
-                  cfg, run_dir: Path, target: str) -> ArtifactMetadata:
+def _run_metadata(
+    ckpt: dict | None,
+    checkpoint: Path,
+    state: dict[str, torch.Tensor],
+    results: RunResults | None,
+    cfg,
+    run_dir: Path,
+    target: str,
+) -> ArtifactMetadata:
     """Classes, normalisation and prior weight of a run without a self-describing artifact: the checkpoint's
     hyper-parameters, else results.json, the state's statistics and the config; features from the config."""
     if ckpt is not None:
@@ -173,6 +209,12 @@ def _run_metadata(ckpt: dict | None, checkpoint: Path, state: dict[str, torch.Te
 def _quantize(name: str, state: dict[str, torch.Tensor], bits: int, config: QuantizerConfig) -> ExportLayer:
     t = quantize_tensor(state[f"{name}.weight"].float(), bits, config)
     bias = state.get(f"{name}.bias")
-    return ExportLayer(name, bits, t.grid, t.codes.numpy().astype(np.uint8), t.scales.float().numpy(),
-                       None if bias is None else storage.round_bias(bias.double().numpy(), config.bias_bits),
-                       config.bias_bits)
+    return ExportLayer(
+        name,
+        bits,
+        t.grid,
+        t.codes.numpy().astype(np.uint8),
+        t.scales.float().numpy(),
+        None if bias is None else storage.round_bias(bias.double().numpy(), config.bias_bits),
+        config.bias_bits,
+    )

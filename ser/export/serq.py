@@ -16,11 +16,25 @@ def to_serq(source: ExportSource) -> SerqModel:
     then each layer's scales, codes and, for the MLP, bias, then a graph's per-channel arrays)."""
     graph = source.graph
     last = len(source.layers) - 1
-    specs = [LayerSpec(layer.name, layer.shape, layer.bits, layer.grid,
-                       None if graph is not None else ("relu" if i < last else "none"))
-             for i, layer in enumerate(source.layers.values())]
-    header = SerqHeader(list(source.classes), source.features, specs, source.quantizer.per_channel,
-                        None if graph is None else graph.spec, source.normalize, source.prior_weight)
+    specs = [
+        LayerSpec(
+            layer.name,
+            layer.shape,
+            layer.bits,
+            layer.grid,
+            None if graph is not None else ("relu" if i < last else "none"),
+        )
+        for i, layer in enumerate(source.layers.values())
+    ]
+    header = SerqHeader(
+        list(source.classes),
+        source.features,
+        specs,
+        source.quantizer.per_channel,
+        None if graph is None else graph.spec,
+        source.normalize,
+        source.prior_weight,
+    )
     arrays = {}
     for mean, std in STATISTICS[: 2 if source.normalize == "speaker" else 1]:
         arrays[mean], arrays[std] = (source.state[name].float().numpy() for name in (mean, std))
@@ -43,8 +57,12 @@ def theoretical_bytes(source: ExportSource) -> float:
     scales, and the standardisation at ``stats_bits`` (and, for a speaker-normalised model, the population's
     statistics at 32). A graph's conv biases are folded into its float32 per-channel arrays."""
     if source.graph is None:
-        total = sum(storage.layer_bits(l.codes.size, l.bits, l.scales.size, None if l.bias is None else l.bias.size,
-                                       l.bias_bits) for l in source.layers.values())
+        total = sum(
+            storage.layer_bits(
+                l.codes.size, l.bits, l.scales.size, None if l.bias is None else l.bias.size, l.bias_bits
+            )
+            for l in source.layers.values()
+        )
     else:
         total = sum(storage.layer_bits(l.codes.size, l.bits, l.scales.size) for l in source.layers.values())
         total += storage.FLOAT_BITS * sum(a.size for a in source.graph.arrays.values())

@@ -70,21 +70,42 @@ class ExportSource:
         ``net``, the network holding the artifact's state (the MLP is read from the state alone)."""
         metadata = artifact.metadata
         if metadata is None or metadata.features is None:
-            raise SERError("the quantized model has no metadata (classes, feature settings); save it with the LAQ "
-                           "callback after fit")
+            raise SERError(
+                "the quantized model has no metadata (classes, feature settings); save it with the LAQ "
+                "callback after fit"
+            )
         if metadata.network not in TARGETS:
-            raise SERError(f"export supports the MLP ({MLP_TARGET}) and Light-SERNet ({LIGHTSERNET_TARGET}); this "
-                           f"model is {metadata.network}")
+            raise SERError(
+                f"export supports the MLP ({MLP_TARGET}) and Light-SERNet ({LIGHTSERNET_TARGET}); this "
+                f"model is {metadata.network}"
+            )
         if metadata.network != MLP_TARGET and net is None:
             raise SERError(f"a {metadata.network.rsplit('.', 1)[-1]} exports from its network: pass net")
         names = layer_names(artifact.state_dict, None if metadata.network == MLP_TARGET else net)
-        return cls.assemble(artifact_layers(artifact, names, FILENAME), artifact.state_dict, metadata,
-                            artifact.quantizer, net, origin=FILENAME, stored=True)
+        return cls.assemble(
+            artifact_layers(artifact, names, FILENAME),
+            artifact.state_dict,
+            metadata,
+            artifact.quantizer,
+            net,
+            origin=FILENAME,
+            stored=True,
+        )
 
     @classmethod
-    def assemble(cls, layers: dict[str, ExportLayer], state: dict[str, torch.Tensor], metadata: ArtifactMetadata,
-                 quantizer: QuantizerConfig, net: nn.Module | None = None, *, origin: str, stored: bool,
-                 run_dir: Path | None = None, checkpoint: Path | None = None) -> ExportSource:
+    def assemble(
+        cls,
+        layers: dict[str, ExportLayer],
+        state: dict[str, torch.Tensor],
+        metadata: ArtifactMetadata,
+        quantizer: QuantizerConfig,
+        net: nn.Module | None = None,
+        *,
+        origin: str,
+        stored: bool,
+        run_dir: Path | None = None,
+        checkpoint: Path | None = None,
+    ) -> ExportSource:
         """The source of quantized ``layers`` and ``state``: its statistics as the file stores them (``stored``:
         they must be so already, as the quantizer scored them; else rounded here), and for a graph network
         (``net`` given) its ops."""
@@ -95,17 +116,30 @@ class ExportSource:
             raise SERError(f"{where}: a speaker-normalised run without population_mean/population_std; train it again")
         state = _stored_statistics(state, quantizer, run_dir, stored)
         graph = None if net is None else lightsernet_graph(net, layers, metadata.features)
-        return cls(run_dir, checkpoint, state, list(metadata.classes), metadata.features, layers, quantizer,
-                   metadata.normalize, float(metadata.speaker_prior_weight), origin, graph,
-                   MLP_TARGET if net is None else metadata.network)
+        return cls(
+            run_dir,
+            checkpoint,
+            state,
+            list(metadata.classes),
+            metadata.features,
+            layers,
+            quantizer,
+            metadata.normalize,
+            float(metadata.speaker_prior_weight),
+            origin,
+            graph,
+            MLP_TARGET if net is None else metadata.network,
+        )
 
 
 def layer_names(state: dict[str, torch.Tensor], net: nn.Module | None) -> list[str]:
     """The quantized layers in network order: the MLP's ``net.<i>`` of ``state``, else ``net``'s Linear/Conv layers."""
     if net is not None:
         return [f"net.{name}" for name in quantizable_layers(net)]
-    return sorted({k[: -len(".weight")] for k in state if k.startswith("net.") and k.endswith(".weight")},
-                  key=lambda n: int(n.split(".")[1]))
+    return sorted(
+        {k[: -len(".weight")] for k in state if k.startswith("net.") and k.endswith(".weight")},
+        key=lambda n: int(n.split(".")[1]),
+    )
 
 
 def artifact_layers(artifact: QuantizedArtifact, names: list[str], where) -> dict[str, ExportLayer]:
@@ -114,15 +148,21 @@ def artifact_layers(artifact: QuantizedArtifact, names: list[str], where) -> dic
     layers = {}
     for name in names:
         layer = artifact.layers[name]
-        layers[name] = ExportLayer(name, layer.bits, layer.grid, layer.codes.numpy(),
-                                   layer.scales.float().numpy().reshape(-1),
-                                   None if layer.bias is None else layer.bias.float().numpy(),
-                                   artifact.quantizer.bias_bits)
+        layers[name] = ExportLayer(
+            name,
+            layer.bits,
+            layer.grid,
+            layer.codes.numpy(),
+            layer.scales.float().numpy().reshape(-1),
+            None if layer.bias is None else layer.bias.float().numpy(),
+            artifact.quantizer.bias_bits,
+        )
     return layers
 
 
-def _stored_statistics(state: dict[str, torch.Tensor], config: QuantizerConfig, run_dir: Path | None,
-                       stored: bool) -> dict[str, torch.Tensor]:
+def _stored_statistics(
+    state: dict[str, torch.Tensor], config: QuantizerConfig, run_dir: Path | None, stored: bool
+) -> dict[str, torch.Tensor]:
     """``state`` with its statistics as the file stores them (``stats_bits``): the rounding the fixed-width
     rows measured, for a ``--bits`` export of the checkpoint; a LAQ artifact's (``stored``) must be so
     already, as the quantizer scored them."""
@@ -132,7 +172,8 @@ def _stored_statistics(state: dict[str, torch.Tensor], config: QuantizerConfig, 
         raise SERError(f"{run_dir or 'the quantized model'}: {exc}") from None
     changed = [k for k in out if out[k] is not state[k] and not torch.equal(out[k], state[k])]
     if stored and changed:
-        raise SERError(f"{FILENAME if run_dir is None else run_dir / FILENAME}: its {'/'.join(changed)} are not stored at {config.stats_bits} bits as "
-                       "its quantizer says; train the run again")
+        raise SERError(
+            f"{FILENAME if run_dir is None else run_dir / FILENAME}: its {'/'.join(changed)} are not stored at {config.stats_bits} bits as "
+            "its quantizer says; train the run again"
+        )
     return out
-

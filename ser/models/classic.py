@@ -13,8 +13,8 @@ scikit-learn is imported when a run asks for a classical model, so the runtime n
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -84,20 +84,34 @@ class SVMConfig:
         test_x, test_y = standardized("test"), parts["test"][1]
         folds = min(self.inner_folds, int(np.bincount(y).min()))
         if folds < 2:
-            raise SERError(f"classic=svm: a class has fewer than 2 training utterances, too few to choose C "
-                           f"by {self.inner_folds}-fold cross-validation (classic=null skips the SVM)")
+            raise SERError(
+                f"classic=svm: a class has fewer than 2 training utterances, too few to choose C "
+                f"by {self.inner_folds}-fold cross-validation (classic=null skips the SVM)"
+            )
         records, predictions = [], {}
         for kernel in self.kernels:
             start = time.perf_counter()
-            search = GridSearchCV(_estimator(kernel, seed), {"C": list(self.C)}, scoring="balanced_accuracy",
-                                  cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+            search = GridSearchCV(
+                _estimator(kernel, seed),
+                {"C": list(self.C)},
+                scoring="balanced_accuracy",
+                cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            )
             search.fit(x, y)
             predicted = search.predict(test_x)
             name = "svm" if kernel == "rbf" else f"svm_{kernel}"
-            records.append(ClassicRecord(
-                name=name, kernel=kernel, C=float(search.best_params_["C"]), inner_uar=float(search.best_score_),
-                train_utterances=int(len(y)), test_acc=float((predicted == test_y).mean()),
-                test_uar=float(balanced_accuracy_score(test_y, predicted)), seconds=time.perf_counter() - start))
+            records.append(
+                ClassicRecord(
+                    name=name,
+                    kernel=kernel,
+                    C=float(search.best_params_["C"]),
+                    inner_uar=float(search.best_score_),
+                    train_utterances=int(len(y)),
+                    test_acc=float((predicted == test_y).mean()),
+                    test_uar=float(balanced_accuracy_score(test_y, predicted)),
+                    seconds=time.perf_counter() - start,
+                )
+            )
             predictions[name] = predicted.astype(int).tolist()
         return records, predictions
 
@@ -108,4 +122,3 @@ def _estimator(kernel: str, seed: int):
     if kernel == "rbf":
         return SVC(kernel="rbf", gamma="scale")
     return LinearSVC(dual="auto", max_iter=20000, random_state=seed)
-

@@ -25,7 +25,7 @@ original's L2 penalty of 1e-6 on the block convolutions is left to the optimizer
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -59,11 +59,15 @@ class LightSERNet(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(n_features, int):
-            raise SERError("Light-SERNet needs frame sequences, got pooled vectors; use data.features.pooling=none "
-                           "(model=lightsernet sets it)")
+            raise SERError(
+                "Light-SERNet needs frame sequences, got pooled vectors; use data.features.pooling=none "
+                "(model=lightsernet sets it)"
+            )
         if len(block_channels) != len(block_pools):
-            raise SERError(f"model.net.block_channels ({len(block_channels)}) and block_pools ({len(block_pools)}) "
-                           "must have the same length")
+            raise SERError(
+                f"model.net.block_channels ({len(block_channels)}) and block_pools ({len(block_pools)}) "
+                "must have the same length"
+            )
         self.paths = nn.ModuleList(_conv_block(1, path_channels, k, (2, 2), bias=True) for k in PATH_KERNELS)
         blocks: list[nn.Module] = []
         width = path_channels * len(PATH_KERNELS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -19,8 +19,10 @@ class MLP(nn.Sequential):
 
     def __init__(self, n_features: int, n_classes: int, hidden: Sequence[int] = (256, 512, 64), dropout: float = 0.1):
         if not isinstance(n_features, int):
-            raise SERError(f"the MLP needs pooled feature vectors, got frame sequences of shape {tuple(n_features)}; "
-                           "use data.features.pooling=stats")
+            raise SERError(
+                f"the MLP needs pooled feature vectors, got frame sequences of shape {tuple(n_features)}; "
+                "use data.features.pooling=stats"
+            )
         layers: list[nn.Module] = []
         width = n_features
         for size in hidden:

@@ -7,8 +7,9 @@ can buy accuracy by favouring the large classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import matplotlib
@@ -18,8 +19,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
-
-from ser.errors import SERError  # noqa: E402
 from torchmetrics import MetricCollection  # noqa: E402
 from torchmetrics.classification import (  # noqa: E402
     MulticlassAccuracy,
@@ -27,6 +26,8 @@ from torchmetrics.classification import (  # noqa: E402
     MulticlassF1Score,
     MulticlassRecall,
 )
+
+from ser.errors import SERError  # noqa: E402
 
 
 def classification_metrics(n_classes: int) -> MetricCollection:
@@ -47,7 +48,9 @@ def confusion_figure(matrix: torch.Tensor, classes: Sequence[str], title: str = 
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, f"{int(counts[i, j])}", ha="center", va="center", color="white" if rates[i, j] > 0.5 else "black"
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -108,13 +111,22 @@ class SERClassifier(L.LightningModule):
         self.classes = [str(c) for c in classes]
         n_features = int(n_features) if isinstance(n_features, int) else tuple(int(n) for n in n_features)
         self.normalize = "global" if speaker_population is None else "speaker"
-        self.save_hyperparameters({"n_features": n_features if isinstance(n_features, int) else list(n_features),
-                                   "classes": self.classes, "normalize": self.normalize,
-                                   "speaker_prior_weight": float(speaker_prior_weight)})
+        self.save_hyperparameters(
+            {
+                "n_features": n_features if isinstance(n_features, int) else list(n_features),
+                "classes": self.classes,
+                "normalize": self.normalize,
+                "speaker_prior_weight": float(speaker_prior_weight),
+            }
+        )
         self.net = net(n_features, len(self.classes))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.regularization = regularization if isinstance(regularization, Regularization) else Regularization(**dict(regularization or {}))
+        self.regularization = (
+            regularization
+            if isinstance(regularization, Regularization)
+            else Regularization(**dict(regularization or {}))
+        )
         # One statistic per feature, or per channel of a (channels, frames) sequence.
         shape = (n_features,) if isinstance(n_features, int) else (n_features[0], 1)
         mean = torch.zeros(shape) if feature_mean is None else torch.as_tensor(feature_mean, dtype=torch.float32)
@@ -207,4 +219,7 @@ class SERClassifier(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }

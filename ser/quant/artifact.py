@@ -66,8 +66,16 @@ class ArtifactLayer:
         return list(self.codes.shape)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bits": self.bits, "grid": self.grid, "per_channel": self.per_channel, "shape": self.shape,
-                "codes": self.codes, "scales": self.scales, "bias": self.bias, "weight": self.weight}
+        return {
+            "bits": self.bits,
+            "grid": self.grid,
+            "per_channel": self.per_channel,
+            "shape": self.shape,
+            "codes": self.codes,
+            "scales": self.scales,
+            "bias": self.bias,
+            "weight": self.weight,
+        }
 
 
 @dataclass
@@ -83,18 +91,28 @@ class ArtifactMetadata:
     net_config: dict[str, Any] | None = None  # its constructor settings (the run's model.net), to rebuild it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"classes": list(self.classes), "n_features": self.n_features, "normalize": self.normalize,
-                "speaker_prior_weight": float(self.speaker_prior_weight),
-                "features": None if self.features is None else self.features.to_dict(),
-                "network": self.network, "net_config": self.net_config}
+        return {
+            "classes": list(self.classes),
+            "n_features": self.n_features,
+            "normalize": self.normalize,
+            "speaker_prior_weight": float(self.speaker_prior_weight),
+            "features": None if self.features is None else self.features.to_dict(),
+            "network": self.network,
+            "net_config": self.net_config,
+        }
 
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> ArtifactMetadata:
         features = stored.get("features")
-        return cls(list(stored.get("classes") or []), stored.get("n_features"), stored.get("normalize", "global"),
-                   float(stored.get("speaker_prior_weight", 0.0) or 0.0),
-                   None if features is None else FeatureConfig(**features), stored.get("network", ""),
-                   stored.get("net_config"))
+        return cls(
+            list(stored.get("classes") or []),
+            stored.get("n_features"),
+            stored.get("normalize", "global"),
+            float(stored.get("speaker_prior_weight", 0.0) or 0.0),
+            None if features is None else FeatureConfig(**features),
+            stored.get("network", ""),
+            stored.get("net_config"),
+        )
 
 
 @dataclass
@@ -113,9 +131,12 @@ class QuantizedArtifact:
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk form: plain tensors, lists and numbers (``weights_only`` loading reads it)."""
-        out = {"format": FORMAT, "layers": {name: layer.to_dict() for name, layer in self.layers.items()},
-               "state_dict": self.state_dict,
-               "quantizer": self.quantizer.as_dict()}
+        out = {
+            "format": FORMAT,
+            "layers": {name: layer.to_dict() for name, layer in self.layers.items()},
+            "state_dict": self.state_dict,
+            "quantizer": self.quantizer.as_dict(),
+        }
         if self.metadata is not None:
             out["metadata"] = self.metadata.to_dict()
         return out
@@ -134,19 +155,32 @@ class QuantizedArtifact:
             for name, entry in (stored.get("layers") or {}).items():
                 bits, grid = int(entry["bits"]), str(entry.get("grid", "symmetric"))
                 if grid not in grids.GRIDS or not grids.MIN_BITS <= bits <= grids.MAX_BITS:
-                    raise SERError(f"{where}: layer {name} has grid {grid!r} at {bits} bits, which this ser cannot "
-                                   "export; upgrade ser")
+                    raise SERError(
+                        f"{where}: layer {name} has grid {grid!r} at {bits} bits, which this ser cannot "
+                        "export; upgrade ser"
+                    )
                 bias = entry.get("bias")
-                layers[name] = ArtifactLayer(bits, grid, bool(entry.get("per_channel", False)), entry["codes"],
-                                             entry["scales"], None if bias is None else bias.detach(), entry["weight"])
+                layers[name] = ArtifactLayer(
+                    bits,
+                    grid,
+                    bool(entry.get("per_channel", False)),
+                    entry["codes"],
+                    entry["scales"],
+                    None if bias is None else bias.detach(),
+                    entry["weight"],
+                )
             quantizer = stored.get("quantizer") or {}
             metadata = stored.get("metadata")
-            return cls(layers, {k: v.detach().cpu() for k, v in stored["state_dict"].items()},
-                       quantizer_config(quantizer, where),
-                       ArtifactMetadata.from_dict(metadata) if metadata else None)
+            return cls(
+                layers,
+                {k: v.detach().cpu() for k, v in stored["state_dict"].items()},
+                quantizer_config(quantizer, where),
+                ArtifactMetadata.from_dict(metadata) if metadata else None,
+            )
         except (KeyError, TypeError, AttributeError) as exc:
-            raise SERError(f"{where}: not a complete {FORMAT} artifact ({exc.__class__.__name__}: {exc}); "
-                           "train the run again") from exc
+            raise SERError(
+                f"{where}: not a complete {FORMAT} artifact ({exc.__class__.__name__}: {exc}); train the run again"
+            ) from exc
 
     @classmethod
     def load(cls, path: str | Path) -> QuantizedArtifact | None:
@@ -157,7 +191,9 @@ class QuantizedArtifact:
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise SERError(f"{path}: cannot read the quantized model ({exc.__class__.__name__}); train the run again") from exc
+            raise SERError(
+                f"{path}: cannot read the quantized model ({exc.__class__.__name__}); train the run again"
+            ) from exc
         fmt = stored.get("format") if isinstance(stored, dict) else None
         if fmt == FORMAT:
             return cls.from_dict(stored, path)
@@ -170,8 +206,9 @@ class QuantizedArtifact:
         its weight's shape and within its grid, a scale per row or one, codes and scales that give the stored
         weight, and a bias on the quantizer's bias grid."""
         if set(self.layers) != set(names):
-            raise SERError(f"{where}: quantized layers {sorted(self.layers)} are not the network's {names}; train the "
-                           "run again")
+            raise SERError(
+                f"{where}: quantized layers {sorted(self.layers)} are not the network's {names}; train the run again"
+            )
         bias_bits = self.quantizer.bias_bits
         for name in names:
             layer = self.layers[name]
@@ -179,17 +216,21 @@ class QuantizedArtifact:
             scales = layer.scales.float().numpy().reshape(-1)
             shape = tuple(self.state_dict[f"{name}.weight"].shape)
             if codes.dtype != np.uint8 or codes.shape != shape:
-                raise SERError(f"{where}: layer {name}'s codes ({codes.dtype}, {codes.shape}) do not fit its weight {shape}")
+                raise SERError(
+                    f"{where}: layer {name}'s codes ({codes.dtype}, {codes.shape}) do not fit its weight {shape}"
+                )
             if scales.size not in (1, shape[0]):
                 raise SERError(f"{where}: layer {name} has {scales.size} scales for {shape[0]} output rows")
             if codes.size and int(codes.max()) >= grids.n_codes(layer.bits, layer.grid):
                 raise SERError(f"{where}: layer {name} has a code outside its {layer.bits}-bit {layer.grid} grid")
             weight = grids.dequantize(codes, scales, layer.bits, layer.grid)
             if not np.allclose(weight, layer.weight.float().numpy(), rtol=1e-6, atol=0.0):
-                raise SERError(f"{where}: layer {name}'s codes and scales do not give its stored weight; train the run "
-                               "again")
+                raise SERError(
+                    f"{where}: layer {name}'s codes and scales do not give its stored weight; train the run again"
+                )
             if layer.bias is not None:
                 bias = layer.bias.float().numpy()
                 if not np.array_equal(storage.round_bias(bias, bias_bits), bias):
-                    raise SERError(f"{where}: layer {name}'s bias is not on its {bias_bits}-bit grid; train the run "
-                                   "again")
+                    raise SERError(
+                        f"{where}: layer {name}'s bias is not on its {bias_bits}-bit grid; train the run again"
+                    )

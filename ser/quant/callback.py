@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
 from ser.quant import workflows
+from ser.quant.artifact import FILENAME, ArtifactLayer, ArtifactMetadata, QuantizedArtifact
 from ser.quant.config import (
     DEFAULTS,
     LAQConfig,
@@ -40,7 +42,6 @@ from ser.quant.config import (
     RecoveryConfig,
     with_flat,
 )
-from ser.quant.artifact import FILENAME, ArtifactLayer, ArtifactMetadata, QuantizedArtifact
 from ser.quant.evaluation import SplitTensors
 from ser.quant.quantizer import QuantizedTensor
 from ser.quant.workflows import Session
@@ -53,11 +54,15 @@ def _metadata(module: nn.Module, datamodule: Any, net_config: dict[str, Any] | N
     hparams = dict(getattr(module, "hparams", {}))
     net = getattr(module, "net", module)
     classes = hparams.get("classes")  # ser's class names; another module's "classes" may be a count
-    return ArtifactMetadata(classes=list(classes) if isinstance(classes, (list, tuple)) else [],
-                            n_features=hparams.get("n_features"), normalize=hparams.get("normalize", "global"),
-                            speaker_prior_weight=float(hparams.get("speaker_prior_weight", 0.0)),
-                            features=getattr(datamodule, "feature_config", None),
-                            network=f"{type(net).__module__}.{type(net).__qualname__}", net_config=net_config)
+    return ArtifactMetadata(
+        classes=list(classes) if isinstance(classes, (list, tuple)) else [],
+        n_features=hparams.get("n_features"),
+        normalize=hparams.get("normalize", "global"),
+        speaker_prior_weight=float(hparams.get("speaker_prior_weight", 0.0)),
+        features=getattr(datamodule, "feature_config", None),
+        network=f"{type(net).__module__}.{type(net).__qualname__}",
+        net_config=net_config,
+    )
 
 
 class LayerwiseAdaptiveQuantization(L.Callback):
@@ -87,8 +92,15 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         save_dir: str | None = None,
         **flat: Any,
     ) -> None:
-        config = QuantizationConfig(fixed_bits=fixed_bits, laq=laq, greedy=greedy, quantizer=quantizer, search=search,
-                                    recovery=recovery, qat=qat)
+        config = QuantizationConfig(
+            fixed_bits=fixed_bits,
+            laq=laq,
+            greedy=greedy,
+            quantizer=quantizer,
+            search=search,
+            recovery=recovery,
+            qat=qat,
+        )
         self.config = with_flat(config, flat)
         self.save_dir = save_dir
         self.results = Quantization()
@@ -135,12 +147,16 @@ class LayerwiseAdaptiveQuantization(L.Callback):
             self.save(save_dir / FILENAME)
 
     # -- the work, usable without a Trainer ----------------------------------------------
-    def run(self, module: nn.Module, val: SplitTensors, test: SplitTensors,
-            train_loader: Callable | None = None) -> Quantization:
+    def run(
+        self, module: nn.Module, val: SplitTensors, test: SplitTensors, train_loader: Callable | None = None
+    ) -> Quantization:
         """Every configured step on ``module``, which is left as it was."""
         config = self.config
-        needs_train = config.laq and (config.search.fidelity_weight > 0 or config.recovery.epochs > 0) \
+        needs_train = (
+            config.laq
+            and (config.search.fidelity_weight > 0 or config.recovery.epochs > 0)
             or config.quantizer.bias_correction
+        )
         session = Session.open(module, val, test, train_loader, config.quantizer, needs_train)
         self.predictions = session.predictions
         self.artifact = None
@@ -166,18 +182,24 @@ class LayerwiseAdaptiveQuantization(L.Callback):
         return found
 
     # -- outputs --------------------------------------------------------------------------
-    def _artifact(self, module: nn.Module, allocation: dict[str, int],
-                  tensors: dict[str, QuantizedTensor]) -> QuantizedArtifact:
+    def _artifact(
+        self, module: nn.Module, allocation: dict[str, int], tensors: dict[str, QuantizedTensor]
+    ) -> QuantizedArtifact:
         """The shipped LAQ model, self-contained (see ``save``); taken while ``module`` holds it."""
         params = dict(module.named_parameters())
         layers = {}
         for name, bits in allocation.items():
             t = tensors[name]
             bias = params.get(f"{name}.bias")
-            layers[name] = ArtifactLayer(bits, t.grid, self.config.quantizer.per_channel, t.codes.cpu().clone(),
-                                         t.scales.detach().float().cpu().clone(),
-                                         None if bias is None else bias.detach().cpu().clone(),
-                                         t.weight.detach().cpu().clone())
+            layers[name] = ArtifactLayer(
+                bits,
+                t.grid,
+                self.config.quantizer.per_channel,
+                t.codes.cpu().clone(),
+                t.scales.detach().float().cpu().clone(),
+                None if bias is None else bias.detach().cpu().clone(),
+                t.weight.detach().cpu().clone(),
+            )
         state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
         for name, layer in layers.items():
             state[f"{name}.weight"] = layer.weight
@@ -217,4 +239,6 @@ class LayerwiseAdaptiveQuantization(L.Callback):
                 experiment.add_scalar(f"laq/{key}/{layer.name}", getattr(layer, key), 0)
             experiment.add_scalar(f"laq/fallback/{layer.name}", float(bool(layer.fallback)), 0)
             for t in sorted(layer.tried or [], key=lambda t: t.bits):
-                experiment.add_scalar(f"laq/drop/{layer.name}", t.drop if math.isfinite(t.drop) else float("nan"), t.bits)
+                experiment.add_scalar(
+                    f"laq/drop/{layer.name}", t.drop if math.isfinite(t.drop) else float("nan"), t.bits
+                )

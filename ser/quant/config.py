@@ -69,8 +69,12 @@ class QuantizerConfig:
     mse_clip: bool = False  # legacy clipping-ratio search on the symmetric grid (overrides ``scale``)
     grid: str = "full"  # full: all 2^b codes, levels (k - (2^b-1)/2)*s | symmetric: 2^b-1 levels with zero (paper)
     scale: str = "mse"  # mse: the scale of minimum reconstruction error | max: max|w| on the top level (paper)
-    bias_bits: int = 8  # a quantized layer's bias in the file: 2..8 = codes, one power-of-two scale | 32 = float32 (paper)
-    stats_bits: int = 16  # standardisation statistics: 16 = bfloat16 std + float16 mean in std units | 32 = float32 (paper)
+    bias_bits: int = (
+        8  # a quantized layer's bias in the file: 2..8 = codes, one power-of-two scale | 32 = float32 (paper)
+    )
+    stats_bits: int = (
+        16  # standardisation statistics: 16 = bfloat16 std + float16 mean in std units | 32 = float32 (paper)
+    )
     bias_correction: bool = False  # b <- b + (W - W_q) E[x], E[x] the layer's mean input on the training split
 
     def __post_init__(self) -> None:
@@ -109,8 +113,10 @@ class SearchConfig:
         if isinstance(self.weights, Mapping):  # a plain {w_p, w_e, w_v}
             object.__setattr__(self, "weights", ImportanceWeights(**self.weights))
         if not grids.MIN_BITS <= self.min_bits <= self.max_bits <= grids.MAX_BITS:
-            raise SERError(f"quant.search.min_bits..quant.search.max_bits = {self.min_bits}..{self.max_bits} "
-                           f"must lie within {grids.MIN_BITS}..{grids.MAX_BITS}")
+            raise SERError(
+                f"quant.search.min_bits..quant.search.max_bits = {self.min_bits}..{self.max_bits} "
+                f"must lie within {grids.MIN_BITS}..{grids.MAX_BITS}"
+            )
 
     @property
     def bit_range(self) -> tuple[int, ...]:
@@ -125,7 +131,9 @@ class LAQConfig(SearchConfig):
     fallback: str = "best"  # no width within the margin: best = lowest width reaching the best score | max = paper
     target_kb: float | None = None  # size budget in KB (1000 bytes) of the .serq file: the T_margin that fits it best
     target_bits: float | None = None  # average-bit budget (Eq. 6), the same way
-    budget_refine: bool = True  # under a budget: uniform widths are candidates too, then one-width moves (search.budget_search)
+    budget_refine: bool = (
+        True  # under a budget: uniform widths are candidates too, then one-width moves (search.budget_search)
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -189,11 +197,29 @@ DEFAULTS = QuantizationConfig()
 
 # The flat names of the release before the nested config, and the option each one is now.
 FLAT: dict[str, str] = {
-    **{name: f"quantizer.{name}" for name in ("per_channel", "mse_clip", "grid", "scale", "bias_bits", "stats_bits",
-                                              "bias_correction")},
-    **{name: f"search.{name}" for name in ("t_margin", "weights", "min_bits", "max_bits", "entropy_bins", "fidelity_weight",
-                                           "fallback", "target_kb", "target_bits", "budget_refine")},
-    **{f"recovery_{name}": f"recovery.{name}" for name in ("epochs", "lr", "distill", "temperature", "batch_size", "seed")},
+    **{
+        name: f"quantizer.{name}"
+        for name in ("per_channel", "mse_clip", "grid", "scale", "bias_bits", "stats_bits", "bias_correction")
+    },
+    **{
+        name: f"search.{name}"
+        for name in (
+            "t_margin",
+            "weights",
+            "min_bits",
+            "max_bits",
+            "entropy_bins",
+            "fidelity_weight",
+            "fallback",
+            "target_kb",
+            "target_bits",
+            "budget_refine",
+        )
+    },
+    **{
+        f"recovery_{name}": f"recovery.{name}"
+        for name in ("epochs", "lr", "distill", "temperature", "batch_size", "seed")
+    },
     **{f"qat_{name}": f"qat.{name}" for name in ("epochs", "lr")},
 }
 
@@ -204,15 +230,23 @@ def with_flat(config: QuantizationConfig, flat: Mapping[str, Any]) -> Quantizati
     the one the user typed."""
     unknown = sorted(set(flat) - set(FLAT))
     if unknown:
-        raise SERError(f"quant.{unknown[0]} is not a quantization option; the options are quant.fixed_bits, quant.laq, "
-                       "quant.greedy, quant.save_dir and quant.{quantizer,search,recovery,qat}.* (ser/quant/config.py)")
+        raise SERError(
+            f"quant.{unknown[0]} is not a quantization option; the options are quant.fixed_bits, quant.laq, "
+            "quant.greedy, quant.save_dir and quant.{quantizer,search,recovery,qat}.* (ser/quant/config.py)"
+        )
     changes: dict[str, dict[str, Any]] = {}
     for name, value in flat.items():
         if value is None:
             continue
         group, option = FLAT[name].split(".")
-        log.warning("quant.%s is deprecated and goes in the next release: use quant.%s (in Python: %s=%s(%s=...))",
-                    name, FLAT[name], group, type(getattr(config, group)).__name__, option)
+        log.warning(
+            "quant.%s is deprecated and goes in the next release: use quant.%s (in Python: %s=%s(%s=...))",
+            name,
+            FLAT[name],
+            group,
+            type(getattr(config, group)).__name__,
+            option,
+        )
         changes.setdefault(group, {})[option] = value
     return replace(config, **{group: replace(getattr(config, group), **values) for group, values in changes.items()})
 
@@ -234,8 +268,10 @@ def recorded_quantizer(section: Mapping[str, Any] | None) -> QuantizerConfig:
 
 def _node(value: Any) -> Any:
     if is_dataclass(value):
-        return {"_target_": f"{type(value).__module__}.{type(value).__qualname__}",
-                **{f.name: _node(getattr(value, f.name)) for f in fields(value)}}
+        return {
+            "_target_": f"{type(value).__module__}.{type(value).__qualname__}",
+            **{f.name: _node(getattr(value, f.name)) for f in fields(value)},
+        }
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -27,7 +27,7 @@ class SplitTensors:
     targets: torch.Tensor
 
     @classmethod
-    def collect(cls, loader: DataLoader, device: torch.device) -> "SplitTensors":
+    def collect(cls, loader: DataLoader, device: torch.device) -> SplitTensors:
         """Concatenate a loader's ``(inputs, targets, ...)`` batches."""
         xs, ys = [], []
         for batch in loader:
@@ -58,7 +58,6 @@ def scores(preds: torch.Tensor, targets: torch.Tensor, n_classes: int) -> tuple[
     acc = float((preds == targets).float().mean())
     uar = float(multiclass_recall(preds, targets, num_classes=n_classes, average="macro"))
     return acc, uar
-
 
 
 @torch.no_grad()

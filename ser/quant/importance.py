@@ -48,7 +48,9 @@ def weight_entropy(weight: torch.Tensor, bins: int = 256) -> float:
     return float(-(p * torch.log2(p)).sum())
 
 
-def layer_importance(model: nn.Module, weights: ImportanceWeights = DEFAULTS.search.weights, bins: int = 256) -> list[LayerImportance]:
+def layer_importance(
+    model: nn.Module, weights: ImportanceWeights = DEFAULTS.search.weights, bins: int = 256
+) -> list[LayerImportance]:
     """Importance of every Linear/Conv layer of ``model``, in definition order."""
     if not 2 <= bins <= 2**MODEL_BITS:
         raise SERError(f"quant.search.entropy_bins={bins} must be in 2..2^32")

@@ -33,8 +33,8 @@ b ← b + (W − W_q)·E[x], E[x] the layer's mean input on the training data.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -117,8 +117,9 @@ def _mse_scale(w: torch.Tensor, bits: int, grid: str) -> torch.Tensor:
     return scale
 
 
-def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer,
-                    scales: torch.Tensor | None = None) -> QuantizedTensor:
+def quantize_tensor(
+    weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer, scales: torch.Tensor | None = None
+) -> QuantizedTensor:
     """Codes, scales and dequantized weight of ``weight`` at ``bits`` (``scales`` given: keep them)."""
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
@@ -134,7 +135,9 @@ def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = D
         scale = max_abs / (2 ** (bits - 1) - 1)
         q = _uniform(w, bits, max_abs)
         codes = _codes(w, scale, bits, grid)
-        return QuantizedTensor(codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
+        return QuantizedTensor(
+            codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape)
+        )
     elif grid == "symmetric" and bits == 1:
         scale = w.abs().mean(dim=1, keepdim=True)
     elif config.scale == "mse" or config.mse_clip:
@@ -148,7 +151,9 @@ def quantize_tensor(weight: torch.Tensor, bits: int, config: QuantizerConfig = D
         q = _uniform(w, bits, w.abs().amax(dim=1, keepdim=True))  # the paper's arithmetic, bit for bit
     else:
         q = _levels(bits, grid, w)[codes] * scale
-    return QuantizedTensor(codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape))
+    return QuantizedTensor(
+        codes.to(torch.uint8).reshape(weight.shape), scale.flatten(), bits, grid, q.reshape(weight.shape)
+    )
 
 
 def store_bias(bias: torch.Tensor, config: QuantizerConfig) -> torch.Tensor:
@@ -205,7 +210,9 @@ def statistics_bytes(model: nn.Module, config: QuantizerConfig) -> int:
     return storage.statistics_bits(narrow, wide, config.stats_bits) // 8
 
 
-def quantize(weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize(
+    weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The quantized weight (same shape) and its scales (one per group: α for symmetric 1 bit, the step otherwise)."""
     t = quantize_tensor(weight, bits, config)
     return t.weight, t.scales
@@ -321,6 +328,7 @@ def mean_inputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tenso
             x = x.reshape(-1, x.shape[-1]) if x.ndim == 2 else x.transpose(0, 1).reshape(x.shape[1], -1).T
             sums[name] = sums.get(name, 0) + x.double().sum(dim=0)
             counts[name] = counts.get(name, 0) + x.shape[0]
+
         return record
 
     handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
@@ -351,14 +359,21 @@ class QuantizedWeights:
     training data), each quantized layer's bias becomes b + (W − W_q)·E[x].
     """
 
-    def __init__(self, model: nn.Module, config: QuantizerConfig = DEFAULTS.quantizer,
-                 input_means: dict[str, torch.Tensor] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: QuantizerConfig = DEFAULTS.quantizer,
+        input_means: dict[str, torch.Tensor] | None = None,
+    ):
         self.model = model
         self.config = config
         self.layers = quantizable_layers(model)
         self.original = {name: layer.weight.detach().clone() for name, layer in self.layers.items()}
-        self.original_bias = {name: layer.bias.detach().clone() for name, layer in self.layers.items()
-                              if getattr(layer, "bias", None) is not None}
+        self.original_bias = {
+            name: layer.bias.detach().clone()
+            for name, layer in self.layers.items()
+            if getattr(layer, "bias", None) is not None
+        }
         self.input_means = input_means or {}
         self.statistics = statistics(model)  # the buffers themselves: found once, not on every apply
         self.original_statistics = {name: b.detach().clone() for name, b in self.statistics.items()}

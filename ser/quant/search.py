@@ -28,15 +28,34 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
 
 from ser.quant.config import FALLBACKS
 from ser.quant.importance import LayerImportance
 
 Evaluate = Callable[[dict[str, int]], float]
 # T_margin ladder (percentage points) tried by budget_search, inf last: every layer at the lowest width.
-BUDGET_MARGINS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 50.0, 75.0, 100.0, float("inf"))
+BUDGET_MARGINS = (
+    0.0,
+    0.25,
+    0.5,
+    1.0,
+    1.5,
+    2.0,
+    3.0,
+    4.0,
+    6.0,
+    8.0,
+    12.0,
+    16.0,
+    24.0,
+    32.0,
+    50.0,
+    75.0,
+    100.0,
+    float("inf"),
+)
 
 
 @dataclass(frozen=True)
@@ -119,8 +138,9 @@ def laq_search(
                 picked = next(t for t in tried if t[1] >= best - 1e-12)
         chosen[layer.name] = picked[0]
         accuracy = picked[1]
-        choices.append(LayerChoice(layer, rank, margin, picked[0], picked[2],
-                                   tuple((b, d) for b, _, d in tried), fell_back))
+        choices.append(
+            LayerChoice(layer, rank, margin, picked[0], picked[2], tuple((b, d) for b, _, d in tried), fell_back)
+        )
     return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace, t_margin)
 
 
@@ -245,5 +265,8 @@ def greedy_search(
             break
         bits[name], accuracy = b, acc
     ranked = rank_layers(layers)
-    choices = [LayerChoice(l, r, t_margin, bits[l.name], 100.0 * (baseline_accuracy - accuracy)) for r, l in enumerate(ranked, 1)]
+    choices = [
+        LayerChoice(l, r, t_margin, bits[l.name], 100.0 * (baseline_accuracy - accuracy))
+        for r, l in enumerate(ranked, 1)
+    ]
     return SearchResult(choices, accuracy, len(trace), time.perf_counter() - start, trace)

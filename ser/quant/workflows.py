@@ -17,8 +17,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -31,13 +31,27 @@ from ser.quant.evaluation import SplitTensors, accuracy, logits, predict, scores
 from ser.quant.importance import layer_importance
 from ser.quant.quantizer import QuantizedTensor, QuantizedWeights
 from ser.quant.search import budget_search, greedy_search, laq_search
-from ser.results import LAQ, QAT, Budget, BudgetStep, CurvePoint, FixedRow, Greedy, LayerRecord, QuantizerRecord, Recovery, \
-    Scores, Signal, Tried
+from ser.results import (
+    LAQ,
+    QAT,
+    Budget,
+    BudgetStep,
+    CurvePoint,
+    FixedRow,
+    Greedy,
+    LayerRecord,
+    QuantizerRecord,
+    Recovery,
+    Scores,
+    Signal,
+    Tried,
+)
 
 log = logging.getLogger(__name__)
 
 
 # -- the shared state ---------------------------------------------------------------------
+
 
 @dataclass
 class Session:
@@ -55,13 +69,28 @@ class Session:
     predictions: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, module: nn.Module, val: SplitTensors, test: SplitTensors, train_loader: Callable[[], Iterable] | None,
-             config: QuantizerConfig, needs_train: bool) -> "Session":
+    def open(
+        cls,
+        module: nn.Module,
+        val: SplitTensors,
+        test: SplitTensors,
+        train_loader: Callable[[], Iterable] | None,
+        config: QuantizerConfig,
+        needs_train: bool,
+    ) -> Session:
         """Collect the training split only when a step needs it (``needs_train``); bias correction's input
         means come from it, or from validation when there is no training loader."""
         n_classes = int(torch.cat([val.targets, test.targets]).max()) + 1
-        train = SplitTensors.collect(train_loader(), val.inputs.device) if train_loader is not None and needs_train else None
-        means = quantizer.mean_inputs(module, train.inputs if train is not None else val.inputs) if config.bias_correction else None
+        train = (
+            SplitTensors.collect(train_loader(), val.inputs.device)
+            if train_loader is not None and needs_train
+            else None
+        )
+        means = (
+            quantizer.mean_inputs(module, train.inputs if train is not None else val.inputs)
+            if config.bias_correction
+            else None
+        )
         weights = QuantizedWeights(module, config, means)
         return cls(module, weights, val, test, train, config, n_classes, accuracy(module, val))
 
@@ -74,12 +103,17 @@ class Session:
         preds = predict(self.module, self.test)
         self.predictions[name] = preds.cpu().tolist()
         test_acc, test_uar = scores(preds, self.test.targets, self.n_classes)
-        return Scores(val_acc=accuracy(self.module, self.val), test_acc=test_acc, test_uar=test_uar,
-                      size_kb=quantizer.model_size_kb(self.module, allocation, self.quantizer),
-                      avg_bits=quantizer.average_bits(self.module, allocation))
+        return Scores(
+            val_acc=accuracy(self.module, self.val),
+            test_acc=test_acc,
+            test_uar=test_uar,
+            size_kb=quantizer.model_size_kb(self.module, allocation, self.quantizer),
+            avg_bits=quantizer.average_bits(self.module, allocation),
+        )
 
 
 # -- fixed widths -------------------------------------------------------------------------
+
 
 def fixed_sweep(session: Session, bits: Iterable[int]) -> list[FixedRow]:
     """Every layer at each width of ``bits`` (the paper's fixed 8…1 rows)."""
@@ -93,6 +127,7 @@ def fixed_sweep(session: Session, bits: Iterable[int]) -> list[FixedRow]:
 
 # -- the LAQ search -----------------------------------------------------------------------
 
+
 class Scorer:
     """The search's quality of an allocation, memoised.
 
@@ -101,8 +136,14 @@ class Scorer:
     paper). The full-precision model scores (1 − λ)·val acc + λ.
     """
 
-    def __init__(self, module: nn.Module, weights: QuantizedWeights, val: SplitTensors,
-                 fidelity: SplitTensors | None, fidelity_weight: float):
+    def __init__(
+        self,
+        module: nn.Module,
+        weights: QuantizedWeights,
+        val: SplitTensors,
+        fidelity: SplitTensors | None,
+        fidelity_weight: float,
+    ):
         self.module, self.weights, self.val = module, weights, val
         self.fidelity, self.lam = fidelity, fidelity_weight
         weights.restore()
@@ -150,32 +191,58 @@ def _budget_search(session: Session, config: LAQConfig, importance, scorer: Scor
             ratios.append(quantizer.average_bits(module, allocation) / config.target_bits)
         return max(ratios)
 
-    search, met = budget_search(importance, scorer, scorer.baseline, fits, 1.0, bit_range, config.fallback,
-                                refine=config.budget_refine)
+    search, met = budget_search(
+        importance, scorer, scorer.baseline, fits, 1.0, bit_range, config.fallback, refine=config.budget_refine
+    )
     file_kb = quantizer.file_size_kb(module, search.bits, session.quantizer)
-    steps = [BudgetStep(bits=bits, quality=quality, file_kb=quantizer.file_size_kb(module, bits, session.quantizer))
-             for bits, quality in search.refinement]
+    steps = [
+        BudgetStep(bits=bits, quality=quality, file_kb=quantizer.file_size_kb(module, bits, session.quantizer))
+        for bits, quality in search.refinement
+    ]
     if len(steps) > 1:
-        log.info("LAQ: budget refinement %s (score %.4f) -> %s (score %.4f) in %d step(s)", steps[0].bits, steps[0].quality,
-                 steps[-1].bits, steps[-1].quality, len(steps) - 1)
+        log.info(
+            "LAQ: budget refinement %s (score %.4f) -> %s (score %.4f) in %d step(s)",
+            steps[0].bits,
+            steps[0].quality,
+            steps[-1].bits,
+            steps[-1].quality,
+            len(steps) - 1,
+        )
     if not met:
-        log.warning("LAQ: the size budget (target_kb=%s, target_bits=%s) cannot be met with %s-bit layers; "
-                    "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits%s", config.target_kb,
-                    config.target_bits, min(bit_range), file_kb, quantizer.average_bits(module, search.bits),
-                    _narrower(session, search.bits, config))
-    return search, Budget(target_kb=config.target_kb, target_bits=config.target_bits, met=met, t_margin=search.t_margin,
-                          file_kb=file_kb, refinement=steps or None)
+        log.warning(
+            "LAQ: the size budget (target_kb=%s, target_bits=%s) cannot be met with %s-bit layers; "
+            "shipping the smallest allocation found: a file of about %.1f KB, %.2f bits%s",
+            config.target_kb,
+            config.target_bits,
+            min(bit_range),
+            file_kb,
+            quantizer.average_bits(module, search.bits),
+            _narrower(session, search.bits, config),
+        )
+    return search, Budget(
+        target_kb=config.target_kb,
+        target_bits=config.target_bits,
+        met=met,
+        t_margin=search.t_margin,
+        file_kb=file_kb,
+        refinement=steps or None,
+    )
 
 
 def _narrower(session: Session, allocation: dict[str, int], config: LAQConfig) -> str:
     """The way out of a missed file budget when biases or statistics are stored at 32 bits."""
     if config.target_kb is None or (session.quantizer.bias_bits < 32 and session.quantizer.stats_bits < 32):
         return ""
-    narrow = replace(session.quantizer, bias_bits=min(8, session.quantizer.bias_bits),
-                     stats_bits=min(16, session.quantizer.stats_bits))
+    narrow = replace(
+        session.quantizer,
+        bias_bits=min(8, session.quantizer.bias_bits),
+        stats_bits=min(16, session.quantizer.stats_bits),
+    )
     kb = quantizer.file_size_kb(session.module, allocation, narrow)
-    return (f" (with quant.quantizer.bias_bits={narrow.bias_bits} quant.quantizer.stats_bits={narrow.stats_bits} it would be about "
-            f"{kb:.1f} KB)")
+    return (
+        f" (with quant.quantizer.bias_bits={narrow.bias_bits} quant.quantizer.stats_bits={narrow.stats_bits} it would be about "
+        f"{kb:.1f} KB)"
+    )
 
 
 def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:
@@ -188,7 +255,11 @@ def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTe
     budget = None
     if config.fidelity_weight > 0:
         train, val = session.train, session.val
-        fidelity = val if train is None else SplitTensors(torch.cat([train.inputs, val.inputs]), torch.cat([train.targets, val.targets]))
+        fidelity = (
+            val
+            if train is None
+            else SplitTensors(torch.cat([train.inputs, val.inputs]), torch.cat([train.targets, val.targets]))
+        )
         scorer = Scorer(session.module, session.weights, val, fidelity, config.fidelity_weight)
     elif not config.budgeted and not session.quantizer.bias_correction and config.fallback == "max":
         scorer = None  # the paper's search, evaluation for evaluation (no memoisation: counts stay comparable)
@@ -213,22 +284,40 @@ def laq(session: Session, config: LAQConfig) -> tuple[LAQ, dict[str, QuantizedTe
         quantizer=session.quantizer_record,
         signal=Signal(fidelity_weight=config.fidelity_weight, fallback=config.fallback),
         layers=[
-            LayerRecord(name=l.name, params=l.params, n_p=l.n_p, n_e=l.n_e, n_v=l.n_v, importance=l.importance,
-                        rank=by_name[l.name].rank, margin=by_name[l.name].margin, bits=by_name[l.name].bits,
-                        drop=by_name[l.name].drop, fallback=by_name[l.name].fallback,
-                        tried=[Tried(bits=b, drop=d) for b, d in by_name[l.name].tried])
+            LayerRecord(
+                name=l.name,
+                params=l.params,
+                n_p=l.n_p,
+                n_e=l.n_e,
+                n_v=l.n_v,
+                importance=l.importance,
+                rank=by_name[l.name].rank,
+                margin=by_name[l.name].margin,
+                bits=by_name[l.name].bits,
+                drop=by_name[l.name].drop,
+                fallback=by_name[l.name].fallback,
+                tried=[Tried(bits=b, drop=d) for b, d in by_name[l.name].tried],
+            )
             for l in importance
         ],
         budget=budget,
     )
     log.info(
         "LAQ: bits %s, average %.2f bits, %.1f KB, val %.4f (full precision %.4f), test %.4f; %d evaluations in %.2f s",
-        search.bits, row.avg_bits, row.size_kb, row.val_acc, session.baseline_val, row.test_acc, search.evaluations, search_s,
+        search.bits,
+        row.avg_bits,
+        row.size_kb,
+        row.val_acc,
+        session.baseline_val,
+        row.test_acc,
+        search.evaluations,
+        search_s,
     )
     return record, {n: session.weights.tensor(n, b) for n, b in search.bits.items()}
 
 
 # -- recovery -----------------------------------------------------------------------------
+
 
 class _FixedScaleSTE(nn.Module):
     """Recovery: the grid at the scales the search chose, straight-through gradient."""
@@ -255,8 +344,12 @@ class _StoredBiasSTE(nn.Module):
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Mean KL(teacher ‖ student) of softened class distributions."""
-    return F.kl_div(F.log_softmax(student / temperature, 1), F.log_softmax(teacher / temperature, 1),
-                    log_target=True, reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(student / temperature, 1),
+        F.log_softmax(teacher / temperature, 1),
+        log_target=True,
+        reduction="batchmean",
+    )
 
 
 def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, dict[str, QuantizedTensor]]:
@@ -285,8 +378,9 @@ def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, 
     stored_bias = session.quantizer.bias_bits < 32
     for name, bits in allocation.items():
         t = tensors[name]
-        parametrize.register_parametrization(layers[name], "weight",
-                                             _FixedScaleSTE(bits, t.grid, t.scales, session.quantizer.per_channel))
+        parametrize.register_parametrization(
+            layers[name], "weight", _FixedScaleSTE(bits, t.grid, t.scales, session.quantizer.per_channel)
+        )
         if stored_bias and getattr(layers[name], "bias", None) is not None:
             parametrize.register_parametrization(layers[name], "bias", _StoredBiasSTE(session.quantizer))
     params = [p for p in module.parameters() if p.requires_grad]
@@ -310,7 +404,11 @@ def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, 
                 idx = order[i : i + config.batch_size]
                 x, y, target = train.inputs[idx], train.targets[idx], teacher_train[idx]
                 out = module(x)
-                loss = (1 - d) * F.cross_entropy(out, y) + d * T * T * _kl(out, target, T) if d > 0 else F.cross_entropy(out, y)
+                loss = (
+                    (1 - d) * F.cross_entropy(out, y) + d * T * T * _kl(out, target, T)
+                    if d > 0
+                    else F.cross_entropy(out, y)
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -326,17 +424,34 @@ def recover(session: Session, found: LAQ, config: RecoveryConfig) -> tuple[LAQ, 
                 if parametrize.is_parametrized(layers[name], tensor):
                     parametrize.remove_parametrizations(layers[name], tensor, leave_parametrized=False)
     module.eval()
-    shipped = quantizer.quantize_(module, allocation, session.quantizer, {name: t.scales for name, t in tensors.items()})
-    recovery = Recovery(epochs=config.epochs, chosen_epoch=best_epoch, lr=config.lr, distill=d, temperature=T,
-                        seconds=time.perf_counter() - start, curve=curve)
+    shipped = quantizer.quantize_(
+        module, allocation, session.quantizer, {name: t.scales for name, t in tensors.items()}
+    )
+    recovery = Recovery(
+        epochs=config.epochs,
+        chosen_epoch=best_epoch,
+        lr=config.lr,
+        distill=d,
+        temperature=T,
+        seconds=time.perf_counter() - start,
+        curve=curve,
+    )
     row = session.scores(allocation, "laq")
-    log.info("LAQ after %d/%d recovery epochs: val %.4f, test %.4f (before: val %.4f, test %.4f); %.2f s",
-             best_epoch, config.epochs, row.val_acc, row.test_acc, found.scores.val_acc, found.scores.test_acc,
-             recovery.seconds)
+    log.info(
+        "LAQ after %d/%d recovery epochs: val %.4f, test %.4f (before: val %.4f, test %.4f); %.2f s",
+        best_epoch,
+        config.epochs,
+        row.val_acc,
+        row.test_acc,
+        found.scores.val_acc,
+        found.scores.test_acc,
+        recovery.seconds,
+    )
     return replace(found, scores=row, before_recovery=found.scores, recovery=recovery), shipped
 
 
 # -- legacy QAT fine-tuning ---------------------------------------------------------------
+
 
 class _StraightThrough(nn.Module):
     """Quantized weight in the forward pass, identity gradient in the backward pass (scales re-fit each step)."""
@@ -372,11 +487,14 @@ def fine_tune(session: Session, allocation: dict[str, int], loader: Iterable, co
     module.eval()
     result = QAT(scores=session.scores(allocation, "laq_qat"), epochs=config.epochs)
     module.load_state_dict(original)
-    log.info("LAQ + %d epochs of QAT: val %.4f, test %.4f", config.epochs, result.scores.val_acc, result.scores.test_acc)
+    log.info(
+        "LAQ + %d epochs of QAT: val %.4f, test %.4f", config.epochs, result.scores.val_acc, result.scores.test_acc
+    )
     return result
 
 
 # -- the sensitivity-greedy baseline ------------------------------------------------------
+
 
 def greedy(session: Session, config: SearchConfig) -> Greedy:
     """Take one bit at a time from the layer that loses least, within ``t_margin``: a comparison
@@ -385,8 +503,18 @@ def greedy(session: Session, config: SearchConfig) -> Greedy:
     layers = layer_importance(session.module, config.weights, config.entropy_bins)
     search = greedy_search(layers, _evaluator(session), session.baseline_val, config.t_margin, config.bit_range)
     session.weights.apply(search.bits)
-    result = Greedy(bits=search.bits, scores=session.scores(search.bits, "greedy"), evaluations=search.evaluations,
-                    search_s=search.seconds)
-    log.info("sensitivity greedy: bits %s, average %.2f bits, val %.4f, test %.4f; %d evaluations",
-             search.bits, result.scores.avg_bits, result.scores.val_acc, result.scores.test_acc, search.evaluations)
+    result = Greedy(
+        bits=search.bits,
+        scores=session.scores(search.bits, "greedy"),
+        evaluations=search.evaluations,
+        search_s=search.seconds,
+    )
+    log.info(
+        "sensitivity greedy: bits %s, average %.2f bits, val %.4f, test %.4f; %d evaluations",
+        search.bits,
+        result.scores.avg_bits,
+        result.scores.val_acc,
+        result.scores.test_acc,
+        search.evaluations,
+    )
     return result

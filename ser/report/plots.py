@@ -7,8 +7,8 @@ curve and star per group with error bars (Figures 1 and 3). Both go through ``dr
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -29,15 +29,34 @@ def accuracy_axes(title: str | None = None, size: tuple[float, float] = (5, 3.5)
     return fig, ax
 
 
-def draw_curve(ax, label: str, color: str, bits: Sequence[float], accuracy: Sequence[float],
-               accuracy_std: Sequence[float] | None = None, laq: tuple[float, float, float, float] | None = None) -> None:
+def draw_curve(
+    ax,
+    label: str,
+    color: str,
+    bits: Sequence[float],
+    accuracy: Sequence[float],
+    accuracy_std: Sequence[float] | None = None,
+    laq: tuple[float, float, float, float] | None = None,
+) -> None:
     """Fixed-width points joined by a line, and LAQ as a star at (bits, accuracy ± their stds); accuracies in %."""
     if bits:
-        ax.errorbar(bits, accuracy, yerr=accuracy_std, marker="o", color=color, capsize=2, label=f"{label} fixed".strip())
+        ax.errorbar(
+            bits, accuracy, yerr=accuracy_std, marker="o", color=color, capsize=2, label=f"{label} fixed".strip()
+        )
     if laq is not None:
         laq_bits, laq_acc, bits_std, acc_std = laq
-        ax.errorbar([laq_bits], [laq_acc], xerr=[bits_std], yerr=[acc_std], marker="*", markersize=15, color=color,
-                    capsize=2, linestyle="none", label=f"{label} LAQ".strip())
+        ax.errorbar(
+            [laq_bits],
+            [laq_acc],
+            xerr=[bits_std],
+            yerr=[acc_std],
+            marker="*",
+            markersize=15,
+            color=color,
+            capsize=2,
+            linestyle="none",
+            label=f"{label} LAQ".strip(),
+        )
 
 
 def finish(fig, ax, legend_size: float | None = None) -> None:

@@ -20,8 +20,18 @@ class Row:
 def table_rows(results: RunResults) -> list[Row]:
     """Baseline, fixed 8…1, LAQ (and its fine-tuned variant and greedy baseline when present)."""
     base = results.baseline
-    rows = [Row("32-bit baseline", Scores(val_acc=base.val_acc, test_acc=base.test_acc, test_uar=base.test_uar,
-                                          size_kb=base.size_kb, avg_bits=base.avg_bits))]
+    rows = [
+        Row(
+            "32-bit baseline",
+            Scores(
+                val_acc=base.val_acc,
+                test_acc=base.test_acc,
+                test_uar=base.test_uar,
+                size_kb=base.size_kb,
+                avg_bits=base.avg_bits,
+            ),
+        )
+    ]
     rows += [Row(f"{f.bits}-bit fixed", f.scores) for f in results.fixed or []]
     laq = results.laq
     if laq:
@@ -44,16 +54,24 @@ def render_run(results: RunResults) -> str:
     ]
     for row in table_rows(results):
         s = row.scores
-        lines.append(f"| {row.model} | {s.size_kb:.1f} | {100 * s.val_acc:.2f} | {100 * s.test_acc:.2f} | {s.avg_bits:.2f} |")
+        lines.append(
+            f"| {row.model} | {s.size_kb:.1f} | {100 * s.val_acc:.2f} | {100 * s.test_acc:.2f} | {s.avg_bits:.2f} |"
+        )
     for record in results.classic or []:
-        lines += ["", f"Classical reference on the same inputs and split: {CLASSIC_NAMES[record.name]} (C = {record.C:g}, "
-                      f"chosen by cross-validation on {record.train_utterances} training utterances): test accuracy "
-                      f"{100 * record.test_acc:.2f} %, UAR {100 * record.test_uar:.2f} % (the 32-bit model: "
-                      f"{100 * results.baseline.test_acc:.2f} %, {100 * results.baseline.test_uar:.2f} %)."]
+        lines += [
+            "",
+            f"Classical reference on the same inputs and split: {CLASSIC_NAMES[record.name]} (C = {record.C:g}, "
+            f"chosen by cross-validation on {record.train_utterances} training utterances): test accuracy "
+            f"{100 * record.test_acc:.2f} %, UAR {100 * record.test_uar:.2f} % (the 32-bit model: "
+            f"{100 * results.baseline.test_acc:.2f} %, {100 * results.baseline.test_uar:.2f} %).",
+        ]
     laq = results.laq
     if laq:
-        lines += ["", f"LAQ: T_margin = {laq.t_margin} pp, weights {laq.weights}, "
-                      f"{laq.evaluations} evaluations in {laq.search_s:.2f} s."]
+        lines += [
+            "",
+            f"LAQ: T_margin = {laq.t_margin} pp, weights {laq.weights}, "
+            f"{laq.evaluations} evaluations in {laq.search_s:.2f} s.",
+        ]
         if laq.quantizer:
             signal = None if laq.signal is None else dataclasses.asdict(laq.signal)
             lines.append(f"Quantizer: {dataclasses.asdict(laq.quantizer)}; search signal: {signal}.")
@@ -61,21 +79,31 @@ def render_run(results: RunResults) -> str:
         if budget:
             verdict = "met" if budget.met else "**NOT met** (the smallest allocation found is shipped)"
             file_kb = budget.file_kb if budget.file_kb is not None else float("nan")
-            lines.append(f"Size budget: target_kb={budget.target_kb}, target_bits={budget.target_bits}: {verdict}; "
-                         f"T_margin chosen {budget.t_margin}; the model file needs about {file_kb:.1f} KB "
-                         "(weights, biases, scales, standardisation and header).")
+            lines.append(
+                f"Size budget: target_kb={budget.target_kb}, target_bits={budget.target_bits}: {verdict}; "
+                f"T_margin chosen {budget.t_margin}; the model file needs about {file_kb:.1f} KB "
+                "(weights, biases, scales, standardisation and header)."
+            )
             steps = budget.refinement or []
             if len(steps) > 1:
-                path = " → ".join(f"{list(step.bits.values())} ({100 * step.quality:.2f}, {step.file_kb:.1f} KB)" for step in steps)
-                lines.append(f"Budget refinement (score, file size): {path}; the widths below are the last, "
-                             "their tried drops the T_margin ladder's.")
+                path = " → ".join(
+                    f"{list(step.bits.values())} ({100 * step.quality:.2f}, {step.file_kb:.1f} KB)" for step in steps
+                )
+                lines.append(
+                    f"Budget refinement (score, file size): {path}; the widths below are the last, "
+                    "their tried drops the T_margin ladder's."
+                )
             elif steps:
-                lines.append("Budget refinement: no uniform width or one-width move scored higher; the ladder's allocation is kept.")
+                lines.append(
+                    "Budget refinement: no uniform width or one-width move scored higher; the ladder's allocation is kept."
+                )
         recovery = laq.recovery
         if recovery:
-            lines.append(f"Recovery: {recovery.epochs} epochs (lr {recovery.lr}, distillation weight {recovery.distill}), "
-                         f"epoch {recovery.chosen_epoch} kept (lowest validation KL to full precision), "
-                         f"{recovery.seconds:.2f} s; the LAQ row is the recovered model.")
+            lines.append(
+                f"Recovery: {recovery.epochs} epochs (lr {recovery.lr}, distillation weight {recovery.distill}), "
+                f"epoch {recovery.chosen_epoch} kept (lowest validation KL to full precision), "
+                f"{recovery.seconds:.2f} s; the LAQ row is the recovered model."
+            )
         lines += [
             "",
             "| layer | params | N_P | N_E | N_V | importance | rank | margin (pp) | widths tried: drop (pp) | bits |",
@@ -95,8 +123,11 @@ def render_run(results: RunResults) -> str:
     if quantizer is None or quantizer.bias_bits == 32:
         lines += ["", "Sizes count weights at their bit-width and biases and scales at 32 bits; KB = 1000 bytes."]
     else:
-        lines += ["", f"Sizes count weights at their bit-width, quantized layers' biases at {quantizer.bias_bits} bits "
-                      "(plus a scale) and scales at 32 bits; KB = 1000 bytes."]
+        lines += [
+            "",
+            f"Sizes count weights at their bit-width, quantized layers' biases at {quantizer.bias_bits} bits "
+            "(plus a scale) and scales at 32 bits; KB = 1000 bytes.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -105,8 +136,14 @@ def run_figure(results: RunResults):
     fig, ax = accuracy_axes(f"{results.data}, seed {results.seed}")
     fixed = sorted((f.scores for f in results.fixed or []), key=lambda s: s.avg_bits)
     laq = results.laq.scores if results.laq else None
-    draw_curve(ax, "", "C0", [s.avg_bits for s in fixed], [100 * s.test_acc for s in fixed],
-               laq=(laq.avg_bits, 100 * laq.test_acc, 0.0, 0.0) if laq else None)
+    draw_curve(
+        ax,
+        "",
+        "C0",
+        [s.avg_bits for s in fixed],
+        [100 * s.test_acc for s in fixed],
+        laq=(laq.avg_bits, 100 * laq.test_acc, 0.0, 0.0) if laq else None,
+    )
     ax.axhline(100 * results.baseline.test_acc, color="gray", linestyle="--", label="32-bit baseline")
     finish(fig, ax)
     return fig

@@ -25,9 +25,10 @@ import csv
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -70,8 +71,11 @@ SCORES = ("val_acc", "test_acc", "test_uar", "size_kb", "avg_bits")
 def _metrics(results: RunResults) -> dict[str, float]:
     """The numbers that are averaged, flattened to ``section/metric`` names."""
     baseline = results.baseline
-    out = {f"baseline/{k}": getattr(baseline, k) for k in ("val_acc", "val_uar", "test_acc", "test_uar", "size_kb")
-           if getattr(baseline, k) is not None}
+    out = {
+        f"baseline/{k}": getattr(baseline, k)
+        for k in ("val_acc", "val_uar", "test_acc", "test_uar", "size_kb")
+        if getattr(baseline, k) is not None
+    }
     out["n_params"] = results.n_params
     for row in results.fixed or []:
         out.update({f"fixed{row.bits}/{k}": getattr(row.scores, k) for k in SCORES})
@@ -114,7 +118,11 @@ def find_jobs(root: Path) -> list[Job]:
         results = RunResults.load(results_file) if results_file.exists() else None
         error = None
         if results is None:
-            error = json.loads(failed_file.read_text())["error"] if failed_file.exists() else "no results.json (job did not finish)"
+            error = (
+                json.loads(failed_file.read_text())["error"]
+                if failed_file.exists()
+                else "no results.json (job did not finish)"
+            )
         jobs.append(Job(job_dir, overrides, results, error))
     return jobs
 
@@ -142,9 +150,15 @@ def summarize(group: Group) -> dict[str, tuple[float, float]]:
 
 
 # Pooled models in table order: what results.json's test_predictions call them, what the tables say.
-POOLED_NAMES = {"baseline": "32-bit baseline", **{f"fixed/{b}": f"{b}-bit fixed" for b in BITS},
-                "laq_before_recovery": "LAQ before recovery", "laq": "LAQ", "laq_qat": "LAQ + QAT fine-tuning",
-                "greedy": "sensitivity greedy", **{name: f"{title} (same inputs)" for name, title in CLASSIC_NAMES.items()}}
+POOLED_NAMES = {
+    "baseline": "32-bit baseline",
+    **{f"fixed/{b}": f"{b}-bit fixed" for b in BITS},
+    "laq_before_recovery": "LAQ before recovery",
+    "laq": "LAQ",
+    "laq_qat": "LAQ + QAT fine-tuning",
+    "greedy": "sensitivity greedy",
+    **{name: f"{title} (same inputs)" for name, title in CLASSIC_NAMES.items()},
+}
 
 
 @dataclass(frozen=True)
@@ -200,8 +214,17 @@ def pooled(group: Group) -> dict[str, Pooled]:
             seed_predicted += p
         uar, wa = _uar_wa(truth, predicted)
         per_seed = [_uar_wa(t, p) for t, p in by_seed.values()]
-        out[name] = Pooled(uar, wa, len(truth), len(jobs), mean_std([u for u, _ in per_job]), mean_std([w for _, w in per_job]),
-                           len(per_seed), mean_std([u for u, _ in per_seed]), mean_std([w for _, w in per_seed]))
+        out[name] = Pooled(
+            uar,
+            wa,
+            len(truth),
+            len(jobs),
+            mean_std([u for u, _ in per_job]),
+            mean_std([w for _, w in per_job]),
+            len(per_seed),
+            mean_std([u for u, _ in per_seed]),
+            mean_std([w for _, w in per_seed]),
+        )
     return out
 
 
@@ -212,28 +235,46 @@ def _pooled_lines(group: Group, stats: dict[str, tuple[float, float]]) -> list[s
         return []
     first = next(iter(scores.values()))
     seeds = first.repeated
-    size_key = {"baseline": "baseline/size_kb", "laq": "laq/size_kb", "laq_before_recovery": "laq/size_kb",
-                "greedy": "greedy/size_kb"}
+    size_key = {
+        "baseline": "baseline/size_kb",
+        "laq": "laq/size_kb",
+        "laq_before_recovery": "laq/size_kb",
+        "greedy": "greedy/size_kb",
+    }
     bits_key = {"laq": "laq/avg_bits", "laq_before_recovery": "laq/avg_bits", "greedy": "greedy/avg_bits"}
     if seeds:
-        lines = [f"Pooled over the {first.n} test predictions of {first.jobs} job(s) from {first.seeds} seeds; beside, "
-                 "each seed's jobs pooled on their own (mean ± std over the seeds) and the per-job mean ± std:", "",
-                 "| model | pooled UAR (%) | pooled WA (%) | pooled UAR per seed (%) | pooled WA per seed (%) "
-                 "| UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            f"Pooled over the {first.n} test predictions of {first.jobs} job(s) from {first.seeds} seeds; beside, "
+            "each seed's jobs pooled on their own (mean ± std over the seeds) and the per-job mean ± std:",
+            "",
+            "| model | pooled UAR (%) | pooled WA (%) | pooled UAR per seed (%) | pooled WA per seed (%) "
+            "| UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     else:
-        lines = [f"Pooled over the {first.n} test utterances of {first.jobs} job(s) (per-job mean ± std beside):", "",
-                 "| model | pooled UAR (%) | pooled WA (%) | UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
-                 "|---|---:|---:|---:|---:|---:|---:|"]
+        lines = [
+            f"Pooled over the {first.n} test utterances of {first.jobs} job(s) (per-job mean ± std beside):",
+            "",
+            "| model | pooled UAR (%) | pooled WA (%) | UAR per job (%) | WA per job (%) | size (KB) | avg bits |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
     for name, score in scores.items():
         bits = name.split("/")[1] if name.startswith("fixed/") else None
         size = _num(stats, f"fixed{bits}/size_kb", 1) if bits else _num(stats, size_key.get(name, ""), 1)
         avg_bits = bits or ("32" if name == "baseline" else _num(stats, bits_key.get(name, "")))
-        per_seed = (f"| {100 * score.uar_per_seed[0]:.2f} ± {100 * score.uar_per_seed[1]:.2f} "
-                    f"| {100 * score.wa_per_seed[0]:.2f} ± {100 * score.wa_per_seed[1]:.2f} ") if seeds else ""
-        lines.append(f"| {POOLED_NAMES[name]} | {100 * score.uar:.2f} | {100 * score.wa:.2f} {per_seed}"
-                     f"| {100 * score.uar_per_job[0]:.2f} ± {100 * score.uar_per_job[1]:.2f} "
-                     f"| {100 * score.wa_per_job[0]:.2f} ± {100 * score.wa_per_job[1]:.2f} | {size} | {avg_bits} |")
+        per_seed = (
+            (
+                f"| {100 * score.uar_per_seed[0]:.2f} ± {100 * score.uar_per_seed[1]:.2f} "
+                f"| {100 * score.wa_per_seed[0]:.2f} ± {100 * score.wa_per_seed[1]:.2f} "
+            )
+            if seeds
+            else ""
+        )
+        lines.append(
+            f"| {POOLED_NAMES[name]} | {100 * score.uar:.2f} | {100 * score.wa:.2f} {per_seed}"
+            f"| {100 * score.uar_per_job[0]:.2f} ± {100 * score.uar_per_job[1]:.2f} "
+            f"| {100 * score.wa_per_job[0]:.2f} ± {100 * score.wa_per_job[1]:.2f} | {size} | {avg_bits} |"
+        )
     return lines + [""]
 
 
@@ -253,18 +294,23 @@ def _num(stats: dict[str, tuple[float, float]], key: str, digits: int = 2) -> st
 
 def _comparison(groups: Sequence[Group]) -> list[str]:
     """One row per group, full precision next to LAQ: how models (or settings) compare at a glance."""
-    lines = ["## Comparison", "",
-             "| group | params | fp32 test acc (%) | fp32 size (KB) | LAQ test acc (%) | LAQ size (KB) | LAQ avg bits "
-             "| fp32 pooled UAR (%) | LAQ pooled UAR (%) | SVM pooled UAR (%) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## Comparison",
+        "",
+        "| group | params | fp32 test acc (%) | fp32 size (KB) | LAQ test acc (%) | LAQ size (KB) | LAQ avg bits "
+        "| fp32 pooled UAR (%) | LAQ pooled UAR (%) | SVM pooled UAR (%) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for group in groups:
         stats = summarize(group)
         scores = pooled(group)
         uar = {name: f"{100 * scores[name].uar:.2f}" if name in scores else "–" for name in ("baseline", "laq", "svm")}
         params = f"{stats['n_params'][0]:,.0f}" if "n_params" in stats else "–"
-        lines.append(f"| {group.name} | {params} | {_pct(stats, 'baseline/test_acc')} | {_num(stats, 'baseline/size_kb', 1)} "
-                     f"| {_pct(stats, 'laq/test_acc')} | {_num(stats, 'laq/size_kb', 1)} | {_num(stats, 'laq/avg_bits')} "
-                     f"| {uar['baseline']} | {uar['laq']} | {uar['svm']} |")
+        lines.append(
+            f"| {group.name} | {params} | {_pct(stats, 'baseline/test_acc')} | {_num(stats, 'baseline/size_kb', 1)} "
+            f"| {_pct(stats, 'laq/test_acc')} | {_num(stats, 'laq/size_kb', 1)} | {_num(stats, 'laq/avg_bits')} "
+            f"| {uar['baseline']} | {uar['laq']} | {uar['svm']} |"
+        )
     return lines + [""]
 
 
@@ -278,38 +324,57 @@ def render_summary(root: Path, groups: Sequence[Group]) -> str:
         lines += [f"## {group.name}", "", f"{len(done)} of {len(group.jobs)} jobs finished; mean ± std over them.", ""]
         if not done:
             continue
-        lines += ["| model | size (KB) | val acc (%) | test acc (%) | test UAR (%) | avg bits |", "|---|---:|---:|---:|---:|---:|"]
-        lines.append(f"| 32-bit baseline | {_num(stats, 'baseline/size_kb', 1)} | {_pct(stats, 'baseline/val_acc')} "
-                     f"| {_pct(stats, 'baseline/test_acc')} | {_pct(stats, 'baseline/test_uar')} | 32 |")
+        lines += [
+            "| model | size (KB) | val acc (%) | test acc (%) | test UAR (%) | avg bits |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines.append(
+            f"| 32-bit baseline | {_num(stats, 'baseline/size_kb', 1)} | {_pct(stats, 'baseline/val_acc')} "
+            f"| {_pct(stats, 'baseline/test_acc')} | {_pct(stats, 'baseline/test_uar')} | 32 |"
+        )
         for b in BITS:
             if f"fixed{b}/test_acc" in stats:
-                lines.append(f"| {b}-bit fixed | {_num(stats, f'fixed{b}/size_kb', 1)} | {_pct(stats, f'fixed{b}/val_acc')} "
-                             f"| {_pct(stats, f'fixed{b}/test_acc')} | {_pct(stats, f'fixed{b}/test_uar')} | {b} |")
+                lines.append(
+                    f"| {b}-bit fixed | {_num(stats, f'fixed{b}/size_kb', 1)} | {_pct(stats, f'fixed{b}/val_acc')} "
+                    f"| {_pct(stats, f'fixed{b}/test_acc')} | {_pct(stats, f'fixed{b}/test_uar')} | {b} |"
+                )
         if "laq/test_acc" in stats:
-            lines.append(f"| LAQ | {_num(stats, 'laq/size_kb', 1)} | {_pct(stats, 'laq/val_acc')} | {_pct(stats, 'laq/test_acc')} "
-                         f"| {_pct(stats, 'laq/test_uar')} | {_num(stats, 'laq/avg_bits')} |")
+            lines.append(
+                f"| LAQ | {_num(stats, 'laq/size_kb', 1)} | {_pct(stats, 'laq/val_acc')} | {_pct(stats, 'laq/test_acc')} "
+                f"| {_pct(stats, 'laq/test_uar')} | {_num(stats, 'laq/avg_bits')} |"
+            )
         for name, title in CLASSIC_NAMES.items():
             if f"classic/{name}/test_acc" in stats:
-                lines.append(f"| {title} (same inputs; C {_num(stats, f'classic/{name}/C', 1)}) | – | – "
-                             f"| {_pct(stats, f'classic/{name}/test_acc')} | {_pct(stats, f'classic/{name}/test_uar')} | – |")
+                lines.append(
+                    f"| {title} (same inputs; C {_num(stats, f'classic/{name}/C', 1)}) | – | – "
+                    f"| {_pct(stats, f'classic/{name}/test_acc')} | {_pct(stats, f'classic/{name}/test_uar')} | – |"
+                )
         if "greedy/test_acc" in stats:
-            lines.append(f"| sensitivity greedy | {_num(stats, 'greedy/size_kb', 1)} | {_pct(stats, 'greedy/val_acc')} "
-                         f"| {_pct(stats, 'greedy/test_acc')} | – | {_num(stats, 'greedy/avg_bits')} |")
+            lines.append(
+                f"| sensitivity greedy | {_num(stats, 'greedy/size_kb', 1)} | {_pct(stats, 'greedy/val_acc')} "
+                f"| {_pct(stats, 'greedy/test_acc')} | – | {_num(stats, 'greedy/avg_bits')} |"
+            )
         lines += ["", *_pooled_lines(group, stats)]
         if "laq/test_acc" in stats:
-            lines += [f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."]
+            lines += [
+                f"LAQ search: {_num(stats, 'laq/evaluations', 1)} evaluations, {_num(stats, 'laq/search_s', 3)} s."
+            ]
         if "laq_qat/test_acc" in stats:
             lines.append(f"LAQ + QAT: val {_pct(stats, 'laq_qat/val_acc')}, test {_pct(stats, 'laq_qat/test_acc')}.")
         if "transfer/teacher_test_acc" in stats:
-            lines.append(f"Transfer: teacher test accuracy on its source {_pct(stats, 'transfer/teacher_test_acc')}, on this "
-                         f"corpus' shared emotions {_pct(stats, 'transfer/zero_shot_test_acc')}; "
-                         f"{_num(stats, 'transfer/graph_edges', 0)} graph edges, "
-                         f"{_pct(stats, 'transfer/graph_label_agreement')} of them join the same emotion "
-                         f"(chance {_pct(stats, 'transfer/graph_chance_agreement')}).")
+            lines.append(
+                f"Transfer: teacher test accuracy on its source {_pct(stats, 'transfer/teacher_test_acc')}, on this "
+                f"corpus' shared emotions {_pct(stats, 'transfer/zero_shot_test_acc')}; "
+                f"{_num(stats, 'transfer/graph_edges', 0)} graph edges, "
+                f"{_pct(stats, 'transfer/graph_label_agreement')} of them join the same emotion "
+                f"(chance {_pct(stats, 'transfer/graph_chance_agreement')})."
+            )
         lines.append("")
     failed = [j for g in groups for j in g.jobs if j.results is None]
     lines += ["## Failed jobs", ""]
-    lines += [f"- `{j.path}` ({' '.join(f'{k}={v}' for k, v in j.overrides.items())}): {j.error}" for j in failed] or ["none"]
+    lines += [f"- `{j.path}` ({' '.join(f'{k}={v}' for k, v in j.overrides.items())}): {j.error}" for j in failed] or [
+        "none"
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -350,10 +415,25 @@ def accuracy_vs_bits_figure(groups: Sequence[Group]):
         if "baseline/test_acc" not in stats:
             continue
         bits = [b for b in BITS if f"fixed{b}/test_acc" in stats]
-        laq = (stats["laq/avg_bits"][0], 100 * stats["laq/test_acc"][0], stats["laq/avg_bits"][1],
-               100 * stats["laq/test_acc"][1]) if "laq/test_acc" in stats else None
-        draw_curve(ax, group.name, f"C{i % 10}", bits, [100 * stats[f"fixed{b}/test_acc"][0] for b in bits],
-                   [100 * stats[f"fixed{b}/test_acc"][1] for b in bits], laq)
+        laq = (
+            (
+                stats["laq/avg_bits"][0],
+                100 * stats["laq/test_acc"][0],
+                stats["laq/avg_bits"][1],
+                100 * stats["laq/test_acc"][1],
+            )
+            if "laq/test_acc" in stats
+            else None
+        )
+        draw_curve(
+            ax,
+            group.name,
+            f"C{i % 10}",
+            bits,
+            [100 * stats[f"fixed{b}/test_acc"][0] for b in bits],
+            [100 * stats[f"fixed{b}/test_acc"][1] for b in bits],
+            laq,
+        )
     finish(fig, ax, legend_size=7)
     return fig
 
@@ -385,7 +465,9 @@ def _tensorboard(root: Path, groups: Sequence[Group], markdown: str, figures: di
             writer.add_figure(name, figure, close=False)
         for i, group in enumerate(groups):
             stats = summarize(group)
-            metrics = {f"summary/{k}": v[0] for k, v in stats.items() if k.startswith(("baseline/", "laq/", "classic/"))}
+            metrics = {
+                f"summary/{k}": v[0] for k, v in stats.items() if k.startswith(("baseline/", "laq/", "classic/"))
+            }
             if metrics:
                 writer.add_hparams(dict(group.key) or {"group": "all"}, metrics, run_name=f"group{i}")
 
@@ -400,7 +482,10 @@ def report(root: str | Path, replicate_keys: Sequence[str] = REPLICATE_KEYS) -> 
     markdown = render_summary(root, groups)
     write_text(root / "summary.md", markdown)
     write_csv(root / "summary.csv", groups)
-    figures = {"accuracy_vs_bits": accuracy_vs_bits_figure(groups), "accuracy_by_group": accuracy_by_group_figure(groups)}
+    figures = {
+        "accuracy_vs_bits": accuracy_vs_bits_figure(groups),
+        "accuracy_by_group": accuracy_by_group_figure(groups),
+    }
     for name, figure in figures.items():
         save_figure(figure, root / f"{name}.png")
     _tensorboard(root, groups, markdown, figures)
@@ -410,10 +495,15 @@ def report(root: str | Path, replicate_keys: Sequence[str] = REPLICATE_KEYS) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ser report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ser report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("multirun_dir", type=Path)
-    parser.add_argument("--over", default=",".join(REPLICATE_KEYS),
-                        help="comma-separated overrides to average over (default: %(default)s)")
+    parser.add_argument(
+        "--over",
+        default=",".join(REPLICATE_KEYS),
+        help="comma-separated overrides to average over (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         groups = report(args.multirun_dir, [k for k in args.over.split(",") if k])
@@ -422,8 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     failed = sum(j.results is None for g in groups for j in g.jobs)
     print((args.multirun_dir / "summary.md").read_text())
-    print(f"wrote {args.multirun_dir / 'summary.md'}, summary.csv, accuracy_vs_bits.png, accuracy_by_group.png, "
-          f"tensorboard_summary/ ({failed} failed job(s))")
+    print(
+        f"wrote {args.multirun_dir / 'summary.md'}, summary.csv, accuracy_vs_bits.png, accuracy_by_group.png, "
+        f"tensorboard_summary/ ({failed} failed job(s))"
+    )
     return 0
 
 

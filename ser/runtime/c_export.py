@@ -25,13 +25,23 @@ from ser.dsp import filters, storage
 from ser.dsp.feature_config import FeatureConfig
 from ser.errors import SERError
 from ser.runtime import packing
-from ser.runtime.serq import LayerSpec, SerqModel
 from ser.runtime.listen import window_samples
+from ser.runtime.serq import LayerSpec, SerqModel
 
 TEMPLATES = ("ser.h", "ser.c", "main.c", "Makefile")
 MCU_TEMPLATES = ("startup.c", "probe.c", "bench.c", "mps2_an386.ld")
-BOARD_TEMPLATES = ("README.md", "Makefile", "board.h", "board.c", "main.c", "startup.c", "stm32l475vg.ld")  # streaming models
-CHROMA_KEEP = 1e-4  # chroma weights below this fraction of their bin's largest are left out (pooled chroma moves < 3e-5)
+BOARD_TEMPLATES = (
+    "README.md",
+    "Makefile",
+    "board.h",
+    "board.c",
+    "main.c",
+    "startup.c",
+    "stm32l475vg.ld",
+)  # streaming models
+CHROMA_KEEP = (
+    1e-4  # chroma weights below this fraction of their bin's largest are left out (pooled chroma moves < 3e-5)
+)
 PART_IDS = {"mfcc": 0, "chroma": 1, "mel": 2, "pitch": 3, "spectral": 4}
 STAT_IDS = {"mean": 0, "std": 1}
 
@@ -100,8 +110,9 @@ def yin_lags(config: FeatureConfig) -> tuple[int, int]:
 def contrast_spans(config: FeatureConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each contrast sub-band's bins [start, stop) and how many of its smallest / largest magnitudes
     make its valley / peak (``ser.dsp.filters.contrast_bands``), as arrays for the C tables."""
-    bands = filters.contrast_bands(config.sample_rate, config.n_fft, config.contrast_fmin, config.contrast_bands,
-                                   config.contrast_quantile)
+    bands = filters.contrast_bands(
+        config.sample_rate, config.n_fft, config.contrast_fmin, config.contrast_bands, config.contrast_quantile
+    )
     return tuple(np.array(column) for column in zip(*bands))
 
 
@@ -124,22 +135,27 @@ def _check(config: FeatureConfig, layers: list[LayerSpec]) -> None:
     if n < 8 or n & (n - 1):
         raise SERError(f"the C runtime needs n_fft to be a power of two (>= 8), this model has {n}")
     if not config.pooled or config.deltas:
-        raise SERError("the C runtime supports pooled features (pooling=stats) without deltas; this model has "
-                       f"pooling={config.pooling}, deltas={config.deltas}")
+        raise SERError(
+            "the C runtime supports pooled features (pooling=stats) without deltas; this model has "
+            f"pooling={config.pooling}, deltas={config.deltas}"
+        )
     if config.hop_length < 1 or n // 2 + 1 > 65535:
         raise SERError("the C runtime needs hop_length >= 1 and n_fft <= 131068")
     if "pitch" in config.parts:
         lo, hi = yin_lags(config)
         if lo < 1 or hi - lo < 2:
-            raise SERError(f"the C runtime needs YIN's lag range sample_rate/f0_max .. sample_rate/f0_min to hold 3 lags "
-                           f"or more (data.features.f0_min={config.f0_min}, f0_max={config.f0_max}); it is {lo}..{hi}")
+            raise SERError(
+                f"the C runtime needs YIN's lag range sample_rate/f0_max .. sample_rate/f0_min to hold 3 lags "
+                f"or more (data.features.f0_min={config.f0_min}, f0_max={config.f0_max}); it is {lo}..{hi}"
+            )
     for spec in layers:
         if len(spec.shape) != 2:
             raise SERError(f"the C runtime runs dense layers; layer {spec.name} has shape {list(spec.shape)}")
 
 
-def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: float = 2.0,
-             hop_s: float = 0.5) -> dict:
+def generate(
+    model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: float = 2.0, hop_s: float = 0.5
+) -> dict:
     """Write the C library of ``model`` into ``out_dir``; returns a summary (sizes in bytes). ``window_s``
     and ``hop_s``: the streaming API's windows, as ``ser listen --window --hop`` cuts them."""
     header, arrays = model.header, model.arrays
@@ -152,7 +168,6 @@ def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: 
     classes = list(header.classes)
     layers = header.layers
     n_fft, n_mels = config.n_fft, config.n_mels
-    bins = n_fft // 2 + 1
     parts, stats = list(config.parts), list(config.stats)
     has_mfcc, has_chroma = "mfcc" in parts, "chroma" in parts
     has_pitch, has_spectral = "pitch" in parts, "spectral" in parts
@@ -174,11 +189,15 @@ def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: 
     starts, lengths, mel_scales, mel_weights = mel_spans(config)
     spans = chroma_spans(config) if has_chroma else (np.zeros(1, int),) * 3 + (np.zeros(1),)
     chroma_classes, chroma_starts, chroma_lengths, chroma_weights = spans
-    stats16 = {prefix: _statistics16(arrays, prefix) for prefix in (("feature", "population") if speaker else ("feature",))}
+    stats16 = {
+        prefix: _statistics16(arrays, prefix) for prefix in (("feature", "population") if speaker else ("feature",))
+    }
     bits_used = sum(1 << (bits - 1) for bits in {spec.bits for spec in layers})  # one bit per width
     window, hop = window_samples(config, window_s, hop_s)
 
-    stat_type = {prefix: "unsigned short" if stats16.get(prefix) is not None else "float" for prefix in ("feature", "population")}
+    stat_type = {
+        prefix: "unsigned short" if stats16.get(prefix) is not None else "float" for prefix in ("feature", "population")
+    }
     # The FFT buffer: the frame's spectrum, then power and magnitude of bins 0..n/2 (n + 2 floats); YIN's inverse
     # FFT (stft) behind bin K, or exact YIN's FFT of the frame padded to 2n.
     twiddle_n = 2 * n_fft if has_pitch and not yin_stft else n_fft
@@ -187,38 +206,67 @@ def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: 
     blocks = [b.start for b in config.block_slices()] + [dim]
     h = [
         "/* Generated by `ser export --c` from a .serq model: settings of that model. Do not edit. */",
-        "#ifndef SER_MODEL_H", "#define SER_MODEL_H", "",
-        f"#define SER_SAMPLE_RATE {config.sample_rate}", f"#define SER_N_FFT {n_fft}", f"#define SER_TWIDDLE_N {twiddle_n}",
-        f"#define SER_FFT_FLOATS {fft_floats}", f"#define SER_HOP {config.hop_length}",
-        f"#define SER_N_MELS {n_mels}", f"#define SER_N_MFCC {config.n_mfcc}", f"#define SER_N_CHROMA {config.n_chroma}",
-        f"#define SER_TOP_DB {float(config.top_db)!r}", f"#define SER_DB_ABSOLUTE {int(config.db_floor == 'absolute')}",
+        "#ifndef SER_MODEL_H",
+        "#define SER_MODEL_H",
+        "",
+        f"#define SER_SAMPLE_RATE {config.sample_rate}",
+        f"#define SER_N_FFT {n_fft}",
+        f"#define SER_TWIDDLE_N {twiddle_n}",
+        f"#define SER_FFT_FLOATS {fft_floats}",
+        f"#define SER_HOP {config.hop_length}",
+        f"#define SER_N_MELS {n_mels}",
+        f"#define SER_N_MFCC {config.n_mfcc}",
+        f"#define SER_N_CHROMA {config.n_chroma}",
+        f"#define SER_TOP_DB {float(config.top_db)!r}",
+        f"#define SER_DB_ABSOLUTE {int(config.db_floor == 'absolute')}",
         f"#define SER_CHROMA_POWER {float(config.chroma_power)!r}f",
         f"#define SER_CHROMA_POWER_IS_2 {int(config.chroma_power == 2.0)}",
         f"#define SER_CHROMA_POWER_IS_1 {int(config.chroma_power == 1.0)}",
-        f"#define SER_HAS_MFCC {int(has_mfcc)}", f"#define SER_HAS_CHROMA {int(has_chroma)}",
-        f"#define SER_NEEDS_DB {int(needs_db)}", f"#define SER_NEEDS_MEL {int(has_mfcc or 'mel' in parts)}",
+        f"#define SER_HAS_MFCC {int(has_mfcc)}",
+        f"#define SER_HAS_CHROMA {int(has_chroma)}",
+        f"#define SER_NEEDS_DB {int(needs_db)}",
+        f"#define SER_NEEDS_MEL {int(has_mfcc or 'mel' in parts)}",
         f"#define SER_HAS_MEL {int('mel' in parts)}",
-        f"#define SER_HAS_PITCH {int(has_pitch)}", f"#define SER_HAS_SPECTRAL {int(has_spectral)}",
-        f"#define SER_YIN_STFT {int(yin_stft)}", f"#define SER_YIN_STEP {yin_step}",
-        f"#define SER_YIN_LO {yin_lo}", f"#define SER_YIN_HI {yin_hi}",
+        f"#define SER_HAS_PITCH {int(has_pitch)}",
+        f"#define SER_HAS_SPECTRAL {int(has_spectral)}",
+        f"#define SER_YIN_STFT {int(yin_stft)}",
+        f"#define SER_YIN_STEP {yin_step}",
+        f"#define SER_YIN_LO {yin_lo}",
+        f"#define SER_YIN_HI {yin_hi}",
         f"#define SER_YIN_THRESHOLD {float(config.yin_threshold)!r}f",
         f"#define SER_VOICED_ABOVE {float(1 - config.voicing_threshold)!r}f",
         f"#define SER_LOG_F0_CHANNEL {config.channel('pitch', 'log_f0') if has_pitch else -1}",
         f"#define SER_ROLL_PERCENT {float(config.roll_percent)!r}f",
-        f"#define SER_CONTRAST_BANDS {len(band_counts)}", f"#define SER_CONTRAST_MAX_COUNT {max_count}", f"#define SER_MEL_DB {int(config.mel_db)}", f"#define SER_CHROMA_NNZ {chroma_weights.size}",
+        f"#define SER_CONTRAST_BANDS {len(band_counts)}",
+        f"#define SER_CONTRAST_MAX_COUNT {max_count}",
+        f"#define SER_MEL_DB {int(config.mel_db)}",
+        f"#define SER_CHROMA_NNZ {chroma_weights.size}",
         f"#define SER_CHROMA_SPANS {len(chroma_classes)}",
-        f"#define SER_N_PARTS {len(parts)}", f"#define SER_N_STATS {len(stats)}", f"#define SER_HAS_STD {int('std' in stats)}",
-        f"#define SER_FRAME_DIM {config.frame_dim}", f"#define SER_FEATURE_DIM {dim}",
-        f"#define SER_N_CLASSES {len(classes)}", f"#define SER_N_LAYERS {len(layers)}",
-        f"#define SER_MAX_WIDTH {max(widths)}", f"#define SER_SPEAKER {int(speaker)}",
-        f"#define SER_PRIOR_WEIGHT {prior_weight!r}", f"#define SER_N_BLOCKS {len(blocks) - 1}",
-        f"#define SER_STREAMING {int(streaming)}", f"#define SER_RECORDS {1 << (n_fft // config.hop_length + 1).bit_length()}",
+        f"#define SER_N_PARTS {len(parts)}",
+        f"#define SER_N_STATS {len(stats)}",
+        f"#define SER_HAS_STD {int('std' in stats)}",
+        f"#define SER_FRAME_DIM {config.frame_dim}",
+        f"#define SER_FEATURE_DIM {dim}",
+        f"#define SER_N_CLASSES {len(classes)}",
+        f"#define SER_N_LAYERS {len(layers)}",
+        f"#define SER_MAX_WIDTH {max(widths)}",
+        f"#define SER_SPEAKER {int(speaker)}",
+        f"#define SER_PRIOR_WEIGHT {prior_weight!r}",
+        f"#define SER_N_BLOCKS {len(blocks) - 1}",
+        f"#define SER_STREAMING {int(streaming)}",
+        f"#define SER_RECORDS {1 << (n_fft // config.hop_length + 1).bit_length()}",
         f"#define SER_FEATURE_STATS16 {int(stats16['feature'] is not None)}",
         f"#define SER_POPULATION_STATS16 {int(stats16.get('population') is not None)}",
-        f"#define SER_BITS_USED {bits_used}",  "",
+        f"#define SER_BITS_USED {bits_used}",
+        "",
         f"/* Streaming windows (`ser listen --window {window_s:g} --hop {hop_s:g}`), in samples: the hop is whole frames. */",
-        "#ifndef SER_WINDOW", f"#define SER_WINDOW {window}", "#endif",
-        "#ifndef SER_WINDOW_HOP", f"#define SER_WINDOW_HOP {hop}", "#endif", "",
+        "#ifndef SER_WINDOW",
+        f"#define SER_WINDOW {window}",
+        "#endif",
+        "#ifndef SER_WINDOW_HOP",
+        f"#define SER_WINDOW_HOP {hop}",
+        "#endif",
+        "",
         "typedef struct {",
         "    int in, out, bits;",
         "    int grid;      /* 0: symmetric, 1: full (ser/dsp/grid.py) */",
@@ -227,28 +275,46 @@ def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: 
         "    const unsigned char *codes; /* in*out codes of `bits` bits, one continuous LSB-first stream, row-major */",
         "    const float *scales;",
         "    const float *bias;  /* NULL: none */",
-        "} ser_layer_t;", "",
+        "} ser_layer_t;",
+        "",
         "extern const ser_layer_t ser_layers[SER_N_LAYERS];",
         "extern const char *const ser_class_names[SER_N_CLASSES];",
-        "extern const int ser_parts[SER_N_PARTS];", "extern const int ser_stats[SER_N_STATS];",
-        *(f"extern const {stat_type[prefix]} ser_{prefix}_{stat}[];" for prefix in ("feature", "population") for stat in ("mean", "std")),
+        "extern const int ser_parts[SER_N_PARTS];",
+        "extern const int ser_stats[SER_N_STATS];",
+        *(
+            f"extern const {stat_type[prefix]} ser_{prefix}_{stat}[];"
+            for prefix in ("feature", "population")
+            for stat in ("mean", "std")
+        ),
         f"extern const unsigned short ser_blocks[{len(blocks)}];",
-        f"extern const float ser_cos_quarter[{twiddle_n // 4 + 1}];", f"extern const float ser_window[{n_fft // 2 + 1}];",
-        f"extern const unsigned short ser_mel_start[{n_mels}];", f"extern const unsigned short ser_mel_length[{n_mels}];",
-        f"extern const float ser_mel_scale[{n_mels}];", "extern const unsigned short ser_mel_weights[];",
-        f"extern const float ser_dct_table[{4 * n_mels}];", "extern const float ser_dct0;", "extern const float ser_dct_scale;",
+        f"extern const float ser_cos_quarter[{twiddle_n // 4 + 1}];",
+        f"extern const float ser_window[{n_fft // 2 + 1}];",
+        f"extern const unsigned short ser_mel_start[{n_mels}];",
+        f"extern const unsigned short ser_mel_length[{n_mels}];",
+        f"extern const float ser_mel_scale[{n_mels}];",
+        "extern const unsigned short ser_mel_weights[];",
+        f"extern const float ser_dct_table[{4 * n_mels}];",
+        "extern const float ser_dct0;",
+        "extern const float ser_dct_scale;",
         f"extern const unsigned short ser_contrast_start[{len(band_counts)}];",
         f"extern const unsigned short ser_contrast_stop[{len(band_counts)}];",
         f"extern const unsigned short ser_contrast_count[{len(band_counts)}];",
         "extern const unsigned char ser_chroma_class[SER_CHROMA_SPANS];",
-        "extern const unsigned short ser_chroma_start[SER_CHROMA_SPANS];", "extern const unsigned short ser_chroma_length[SER_CHROMA_SPANS];",
+        "extern const unsigned short ser_chroma_start[SER_CHROMA_SPANS];",
+        "extern const unsigned short ser_chroma_length[SER_CHROMA_SPANS];",
         "extern const float ser_chroma_weights[SER_CHROMA_NNZ];",
-        "", "#endif /* SER_MODEL_H */", "",
+        "",
+        "#endif /* SER_MODEL_H */",
+        "",
     ]
     (out / "ser_model.h").write_text("\n".join(h))
 
-    c = ["/* Generated by `ser export --c`: the model's constants (flash). Do not edit. */",
-         '#include "ser_model.h"', "#include <stddef.h>", ""]
+    c = [
+        "/* Generated by `ser export --c`: the model's constants (flash). Do not edit. */",
+        '#include "ser_model.h"',
+        "#include <stddef.h>",
+        "",
+    ]
     grids = {"symmetric": 0, "full": 1}
     layer_rows, weight_bytes = [], 0
     for i, spec in enumerate(layers):
@@ -258,13 +324,19 @@ def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: 
         weight_bytes += len(blob)
         scales = arrays[f"{name}.scales"].ravel()
         c.append(f"/* {name}: {spec.shape[0]}x{spec.shape[1]}, {bits} bit(s), {grid} grid */")
-        c.append(_array("unsigned char", f"codes_{i}", _ints(np.frombuffer(blob, np.uint8)), len(blob)).replace("const", "static const", 1))
+        c.append(
+            _array("unsigned char", f"codes_{i}", _ints(np.frombuffer(blob, np.uint8)), len(blob)).replace(
+                "const", "static const", 1
+            )
+        )
         c.append(_array("float", f"scales_{i}", _f(scales), scales.size).replace("const", "static const", 1))
         bias = arrays.get(f"{name}.bias")
         if bias is not None:
             c.append(_array("float", f"bias_{i}", _f(bias), bias.size).replace("const", "static const", 1))
-        layer_rows.append(f"    {{{spec.shape[1]}, {spec.shape[0]}, {bits}, {grids[grid]}, {scales.size}, "
-                          f"{int(spec.activation == 'relu')}, codes_{i}, scales_{i}, {f'bias_{i}' if bias is not None else 'NULL'}}}")
+        layer_rows.append(
+            f"    {{{spec.shape[1]}, {spec.shape[0]}, {bits}, {grids[grid]}, {scales.size}, "
+            f"{int(spec.activation == 'relu')}, codes_{i}, scales_{i}, {f'bias_{i}' if bias is not None else 'NULL'}}}"
+        )
     c.append("const ser_layer_t ser_layers[SER_N_LAYERS] = {\n" + ",\n".join(layer_rows) + "\n};\n")
     names = ", ".join('"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"' for name in classes)
     c.append(f"const char *const ser_class_names[SER_N_CLASSES] = {{{names}}};\n")
@@ -306,5 +378,13 @@ def generate(model: SerqModel, out_dir: str | Path, mcu: bool = True, window_s: 
             (out / "stm32l4").mkdir(exist_ok=True)
             for name in BOARD_TEMPLATES:
                 (out / "stm32l4" / name).write_text((source / "stm32l4" / name).read_text())
-    return {"weight_bytes": weight_bytes, "mel_weights": int(mel_weights.size), "chroma_weights": int(chroma_weights.size),
-            "feature_dim": dim, "speaker": speaker, "streaming": streaming, "window": window, "hop": hop}
+    return {
+        "weight_bytes": weight_bytes,
+        "mel_weights": int(mel_weights.size),
+        "chroma_weights": int(chroma_weights.size),
+        "feature_dim": dim,
+        "speaker": speaker,
+        "streaming": streaming,
+        "window": window,
+        "hop": hop,
+    }

@@ -49,8 +49,10 @@ def missing_tools() -> list[str]:
 def _require() -> None:
     missing = missing_tools()
     if missing:
-        raise SERError(f"{', '.join(missing)} not installed (Debian: apt-get install gcc-arm-none-eabi "
-                       "libnewlib-arm-none-eabi qemu-system-arm make)")
+        raise SERError(
+            f"{', '.join(missing)} not installed (Debian: apt-get install gcc-arm-none-eabi "
+            "libnewlib-arm-none-eabi qemu-system-arm make)"
+        )
 
 
 def _make(c_dir: Path, *targets: str) -> None:
@@ -70,8 +72,14 @@ def sizes(c_dir: str | Path) -> Sizes:
 
 
 def _qemu(elf: Path, *args: str, icount: bool = False, timeout: float = 600) -> str:
-    command = [*QEMU, *(("-icount", "shift=0,sleep=off") if icount else ()), "-semihosting-config",
-               "enable=on,target=native," + ",".join(f"arg={a}" for a in args), "-kernel", str(elf)]
+    command = [
+        *QEMU,
+        *(("-icount", "shift=0,sleep=off") if icount else ()),
+        "-semihosting-config",
+        "enable=on,target=native," + ",".join(f"arg={a}" for a in args),
+        "-kernel",
+        str(elf),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return proc.stdout + proc.stderr
 

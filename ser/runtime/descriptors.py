@@ -13,7 +13,9 @@ from ser.dsp import filters
 __all__ = ["contrast", "mean_square", "spectral_shape", "yin", "yin_stft", "zero_crossing_rate"]
 
 
-def yin(frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def yin(
+    frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, threshold: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Fundamental frequency (Hz) and periodicity per frame (``ser.data.descriptors.yin``)."""
     n = frames.shape[-1]
     lo, hi = filters.yin_lags(sample_rate, n, f0_min, f0_max)
@@ -25,8 +27,9 @@ def yin(frames: np.ndarray, sample_rate: int, f0_min: float, f0_max: float, thre
     return (sample_rate / period).astype(frames.dtype), periodicity
 
 
-def yin_stft(power: np.ndarray, sample_rate: int, n_fft: int, f0_min: float, f0_max: float,
-             threshold: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def yin_stft(
+    power: np.ndarray, sample_rate: int, n_fft: int, f0_min: float, f0_max: float, threshold: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """YIN on the STFT's power spectrum (``ser.data.descriptors.yin_stft``)."""
     step, lo, hi = filters.yin_stft_lags(sample_rate, n_fft, f0_min, f0_max)
     half = n_fft // (2 * step)
@@ -68,7 +71,9 @@ def mean_square(power: np.ndarray, n_fft: int) -> np.ndarray:
     return (2 * power.sum(-1) - edges) / np.float32(n_fft**2)
 
 
-def spectral_shape(power: np.ndarray, magnitude: np.ndarray, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10) -> np.ndarray:
+def spectral_shape(
+    power: np.ndarray, magnitude: np.ndarray, sample_rate: int, roll_percent: float = 0.85, amin: float = 1e-10
+) -> np.ndarray:
     """Centroid, bandwidth, roll-off (Hz) and flatness: (T, 4)."""
     bins = power.shape[-1]
     freqs = np.linspace(0, sample_rate / 2, bins).astype(power.dtype)

@@ -12,8 +12,8 @@ import argparse
 import hashlib
 import json
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -46,15 +46,19 @@ def recording_features(model: QuantizedModel, files: Iterable[Path]) -> np.ndarr
         except SERError as exc:
             raise SERError(f"{exc} (an enrolment recording: fix it or leave it out)") from exc
     if not rows:
-        raise SERError("no enrolment recordings found (give audio files or directories with .wav/.flac/.aif/.ogg files)")
+        raise SERError(
+            "no enrolment recordings found (give audio files or directories with .wav/.flac/.aif/.ogg files)"
+        )
     return np.stack(rows)
 
 
 def enrol_files(model: QuantizedModel, files: Iterable[Path]) -> tuple[SpeakerStats, int]:
     """The speaker's statistics from audio files, and how many recordings they came from."""
     if not model.speaker_normalized:
-        raise SERError("the model was trained with global normalisation (data.normalize=global); it takes no speaker "
-                       "statistics, so there is nothing to enrol")
+        raise SERError(
+            "the model was trained with global normalisation (data.normalize=global); it takes no speaker "
+            "statistics, so there is nothing to enrol"
+        )
     features = recording_features(model, files)
     return model.enrol(features), len(features)
 
@@ -63,18 +67,21 @@ def save(path: str | Path, stats: SpeakerStats, recordings: int, model: Quantize
     """Write the statistics atomically as JSON, with what is needed to refuse a mismatching model."""
     from ser.io import write_json
 
-    write_json(path, {
-        "format": FORMAT,
-        "version": VERSION,
-        "recordings": int(recordings),
-        "count": float(stats.count),  # recordings + the prior's pseudo-recordings
-        "prior_weight": float(model.prior_weight),
-        "population": population_fingerprint(model),
-        "features": model.features.to_dict(),
-        # float32 values: Python's repr of each reads back to exactly the same float32.
-        "mean": [float(v) for v in np.asarray(stats.mean, np.float32).ravel()],
-        "std": [float(v) for v in np.asarray(stats.std, np.float32).ravel()],
-    })
+    write_json(
+        path,
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "recordings": int(recordings),
+            "count": float(stats.count),  # recordings + the prior's pseudo-recordings
+            "prior_weight": float(model.prior_weight),
+            "population": population_fingerprint(model),
+            "features": model.features.to_dict(),
+            # float32 values: Python's repr of each reads back to exactly the same float32.
+            "mean": [float(v) for v in np.asarray(stats.mean, np.float32).ravel()],
+            "std": [float(v) for v in np.asarray(stats.std, np.float32).ravel()],
+        },
+    )
 
 
 def load(path: str | Path, model: QuantizedModel) -> SpeakerStats:
@@ -91,8 +98,10 @@ def load(path: str | Path, model: QuantizedModel) -> SpeakerStats:
     if data.get("version") != VERSION:
         raise SERError(f"{path}: speaker file version {data.get('version')}, this ser reads version {VERSION}")
     if not model.speaker_normalized:
-        raise SERError("the model was trained with global normalisation (data.normalize=global) and takes no speaker "
-                       "statistics; drop --speaker")
+        raise SERError(
+            "the model was trained with global normalisation (data.normalize=global) and takes no speaker "
+            "statistics; drop --speaker"
+        )
     try:
         features = FeatureConfig(**data["features"])
         mean, std = np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32)
@@ -101,24 +110,34 @@ def load(path: str | Path, model: QuantizedModel) -> SpeakerStats:
         raise SERError(f"{path}: damaged speaker file ({type(exc).__name__}: {exc}); run `ser enroll` again") from exc
     if features != model.features:
         differ = sorted(k for k, v in features.to_dict().items() if model.features.to_dict().get(k) != v)
-        raise SERError(f"{path}: enrolled for other feature settings than the model's (differ: {', '.join(differ)}); "
-                       "run `ser enroll` with this model")
+        raise SERError(
+            f"{path}: enrolled for other feature settings than the model's (differ: {', '.join(differ)}); "
+            "run `ser enroll` with this model"
+        )
     if mean.size != model.mean.size or std.size != model.mean.size or not (np.isfinite(mean).all() and (std > 0).all()):
-        raise SERError(f"{path}: damaged speaker file (expected {model.mean.size} finite means and positive stds); "
-                       "run `ser enroll` again")
+        raise SERError(
+            f"{path}: damaged speaker file (expected {model.mean.size} finite means and positive stds); "
+            "run `ser enroll` again"
+        )
     # The file stores flat lists; a frame-sequence model keeps one statistic per channel, shaped (channels, 1).
     mean, std = mean.reshape(model.mean.shape), std.reshape(model.mean.shape)
     # Statistics that lean on the prior (shrinkage, or the population itself for < 2 recordings) belong to that model.
-    if (data.get("prior_weight", 0.0) > 0 or recordings < 2) and data.get("population") != population_fingerprint(model):
-        raise SERError(f"{path}: enrolled with another model (its statistics are shrunk toward that model's training "
-                       "population); run `ser enroll` with this model")
+    if (data.get("prior_weight", 0.0) > 0 or recordings < 2) and data.get("population") != population_fingerprint(
+        model
+    ):
+        raise SERError(
+            f"{path}: enrolled with another model (its statistics are shrunk toward that model's training "
+            "population); run `ser enroll` with this model"
+        )
     return SpeakerStats(mean, std, count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ser.runtime.predict import audio_files
 
-    parser = argparse.ArgumentParser(prog="ser enroll", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ser enroll", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", type=Path, help="a .serq file of a speaker-normalised run, written by `ser export`")
     parser.add_argument("recordings", type=Path, nargs="+", help="audio files or directories of one speaker")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the speaker file to write (JSON)")
@@ -133,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = ""
     if n < 2 and model.prior_weight <= 0:
         note = " (one recording has no spread: these are the training population's statistics; enrol 2 or more)"
-    print(f"wrote {args.output}: statistics of {n} recording{'s' * (n != 1)}, prior weight {model.prior_weight:g}{note}")
+    print(
+        f"wrote {args.output}: statistics of {n} recording{'s' * (n != 1)}, prior weight {model.prior_weight:g}{note}"
+    )
     return 0
 
 

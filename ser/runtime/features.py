@@ -38,7 +38,11 @@ class Extractor:
         self._chroma = filters.chroma_filterbank(c.sample_rate, c.n_fft, c.n_chroma, c.tuning).T.copy()
         self._dct = filters.dct_matrix(c.n_mfcc, c.n_mels).T.copy()
         self._delta = filters.delta_kernel(c.delta_width) if c.deltas else None
-        self._bands = filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands, c.contrast_quantile) if "spectral" in c.parts else []
+        self._bands = (
+            filters.contrast_bands(c.sample_rate, c.n_fft, c.contrast_fmin, c.contrast_bands, c.contrast_quantile)
+            if "spectral" in c.parts
+            else []
+        )
 
     def __call__(self, signal: np.ndarray) -> np.ndarray:
         """The model's input ``config.shape`` (float32) of a mono signal at ``config.sample_rate``: the pooled
@@ -97,7 +101,9 @@ class Extractor:
             out["mel"] = mel_db if c.mel_db else mel_power
         if "pitch" in c.parts:
             if c.yin_acf == "stft":
-                f0, periodicity = descriptors.yin_stft(power, c.sample_rate, c.n_fft, c.f0_min, c.f0_max, c.yin_threshold)
+                f0, periodicity = descriptors.yin_stft(
+                    power, c.sample_rate, c.n_fft, c.f0_min, c.f0_max, c.yin_threshold
+                )
             else:
                 f0, periodicity = descriptors.yin(framed, c.sample_rate, c.f0_min, c.f0_max, c.yin_threshold)
             voiced = (periodicity > 1 - c.voicing_threshold).astype(np.float32)
@@ -133,7 +139,9 @@ class Extractor:
         shape = descriptors.spectral_shape(power, magnitude, c.sample_rate, c.roll_percent)
         return np.concatenate([loudness, descriptors.zero_crossing_rate(framed)[:, None], shape, contrast], axis=1)
 
-    def _power_to_db(self, power: np.ndarray, valid: int | None = None, reference: np.ndarray | None = None) -> np.ndarray:
+    def _power_to_db(
+        self, power: np.ndarray, valid: int | None = None, reference: np.ndarray | None = None
+    ) -> np.ndarray:
         """librosa's power_to_db (ref 1), floored ``top_db`` below the peak of the utterance's (first ``valid``)
         frames (of ``reference`` where given), or with ``db_floor="absolute"`` at −``top_db`` dB."""
         db = 10.0 * np.log10(np.maximum(power, np.float32(_AMIN)))

@@ -152,16 +152,22 @@ class Graph:
         return self.spec.input
 
     @classmethod
-    def load(cls, path: str | Path, spec: GraphSpec, weights: dict[str, np.ndarray],
-             arrays: dict[str, np.ndarray]) -> Graph:
+    def load(
+        cls, path: str | Path, spec: GraphSpec, weights: dict[str, np.ndarray], arrays: dict[str, np.ndarray]
+    ) -> Graph:
         """Refuses ops that name layers or sections the file lacks, or convolutions this runtime cannot run."""
         for op in spec.ops:
             if op["op"] in ("conv2d", "linear") and op["layer"] not in weights:
                 raise ModelFileError(f"{path}: a {op['op']} uses layer {op['layer']}, which the file does not hold")
-            if op["op"] == "conv2d" and (op.get("padding") != "same" or list(op.get("stride", [1, 1])) != [1, 1]
-                                         or list(op.get("kernel", [])) != list(weights[op["layer"]].shape[2:])):
-                raise ModelFileError(f"{path}: convolution {op['layer']}: this runtime runs stride-1 'same' "
-                                     "convolutions of its weight's kernel; upgrade ser")
+            if op["op"] == "conv2d" and (
+                op.get("padding") != "same"
+                or list(op.get("stride", [1, 1])) != [1, 1]
+                or list(op.get("kernel", [])) != list(weights[op["layer"]].shape[2:])
+            ):
+                raise ModelFileError(
+                    f"{path}: convolution {op['layer']}: this runtime runs stride-1 'same' "
+                    "convolutions of its weight's kernel; upgrade ser"
+                )
             missing = [op[key] for key in ("scale", "shift", "bias") if op.get(key) and op[key] not in arrays]
             if missing:
                 raise ModelFileError(f"{path}: a {op['op']} needs sections {missing}, which the file does not hold")

@@ -25,8 +25,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
@@ -79,8 +80,9 @@ def windows(chunks: Iterator[np.ndarray], window: int, hop: int) -> Iterator[tup
         yield start, buffer
 
 
-def listen(model: QuantizedModel, chunks: Iterator[np.ndarray], rate: int, window_s: float, hop_s: float,
-           speaker=None) -> Iterator[dict]:
+def listen(
+    model: QuantizedModel, chunks: Iterator[np.ndarray], rate: int, window_s: float, hop_s: float, speaker=None
+) -> Iterator[dict]:
     """One result per window of the stream ``chunks`` (float32 samples at ``rate`` Hz)."""
     window, hop = window_samples(model.features, window_s, hop_s, rate)
     extractor = Extractor(model.features)
@@ -102,23 +104,36 @@ def listen(model: QuantizedModel, chunks: Iterator[np.ndarray], rate: int, windo
             stats = running.current
         probabilities = model.probabilities(features, stats)[0]
         best = int(probabilities.argmax())
-        yield {"start": round(first / rate, 4), "end": round((first + len(samples)) / rate, 4),
-               "emotion": model.classes[best],
-               "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probabilities)},
-               "time_ms": round(1000 * (time.perf_counter() - began), 3),
-               **({"speaker_windows": updates} if running is not None else {})}
+        yield {
+            "start": round(first / rate, 4),
+            "end": round((first + len(samples)) / rate, 4),
+            "emotion": model.classes[best],
+            "probabilities": {c: round(float(p), 6) for c, p in zip(model.classes, probabilities)},
+            "time_ms": round(1000 * (time.perf_counter() - began), 3),
+            **({"speaker_windows": updates} if running is not None else {}),
+        }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ser listen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ser listen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", type=Path, help="a .serq file written by `ser export`")
-    parser.add_argument("input", nargs="?", default="-", help="'-' (default): 16-bit little-endian mono PCM on "
-                        "standard input; else an audio file")
+    parser.add_argument(
+        "input",
+        nargs="?",
+        default="-",
+        help="'-' (default): 16-bit little-endian mono PCM on standard input; else an audio file",
+    )
     parser.add_argument("--window", type=float, default=2.0, help="seconds of audio per prediction (default 2)")
     parser.add_argument("--hop", type=float, default=0.5, help="seconds between predictions (default 0.5)")
     parser.add_argument("--rate", type=int, help="sample rate of standard input (default: the model's)")
-    parser.add_argument("--speaker", type=Path, metavar="SPEAKER.json",
-                        help="fixed speaker statistics from `ser enroll` instead of a running estimate")
+    parser.add_argument(
+        "--speaker",
+        type=Path,
+        metavar="SPEAKER.json",
+        help="fixed speaker statistics from `ser enroll` instead of a running estimate",
+    )
     args = parser.parse_args(argv)
     if args.window <= 0 or args.hop <= 0:
         parser.error("--window and --hop must be positive")
@@ -151,8 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     rtf = busy / audio_end if audio_end else float("nan")
-    print(f"ser listen: {count} windows over {audio_end:.2f} s of audio, {busy:.3f} s of computing: real-time "
-          f"factor {rtf:.4f}", file=sys.stderr)
+    print(
+        f"ser listen: {count} windows over {audio_end:.2f} s of audio, {busy:.3f} s of computing: real-time "
+        f"factor {rtf:.4f}",
+        file=sys.stderr,
+    )
     return 0
 
 

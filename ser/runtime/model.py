@@ -51,15 +51,17 @@ class QuantizedModel:
     graph: Graph | None = None  # a convolutional network (the header's ``network``); None: the MLP of ``layers``
 
     @classmethod
-    def load(cls, path: str | Path) -> "QuantizedModel":
+    def load(cls, path: str | Path) -> QuantizedModel:
         return cls.from_serq(SerqModel.read(path), path)
 
     @classmethod
-    def from_serq(cls, serq: SerqModel, path: str | Path = "<memory>") -> "QuantizedModel":
+    def from_serq(cls, serq: SerqModel, path: str | Path = "<memory>") -> QuantizedModel:
         """The model of a ``.serq`` file's contents, read from disk or built in memory by the exporter."""
         header, arrays = serq.header, serq.arrays
-        layers = [Layer(serq.weight(spec), arrays.get(f"{spec.name}.bias"), spec.activation == "relu")
-                  for spec in header.layers]
+        layers = [
+            Layer(serq.weight(spec), arrays.get(f"{spec.name}.bias"), spec.activation == "relu")
+            for spec in header.layers
+        ]
         graph = None
         if header.network is not None:
             weights = {spec.name: layer.weight for spec, layer in zip(header.layers, layers)}
@@ -67,8 +69,18 @@ class QuantizedModel:
         population = None
         if header.normalize == "speaker":
             population = SpeakerStats(arrays["population_mean"], arrays["population_std"], 0.0)
-        return cls(list(header.classes), header.features, arrays["feature_mean"], arrays["feature_std"], layers,
-                   header, header.normalize, population, header.prior_weight, graph)
+        return cls(
+            list(header.classes),
+            header.features,
+            arrays["feature_mean"],
+            arrays["feature_std"],
+            layers,
+            header,
+            header.normalize,
+            population,
+            header.prior_weight,
+            graph,
+        )
 
     @property
     def speaker_normalized(self) -> bool:
@@ -78,8 +90,10 @@ class QuantizedModel:
 
     def _require_speaker(self) -> None:
         if not self.speaker_normalized:
-            raise SERError("this model was trained with global normalisation (data.normalize=global) and takes no "
-                           "speaker statistics")
+            raise SERError(
+                "this model was trained with global normalisation (data.normalize=global) and takes no "
+                "speaker statistics"
+            )
 
     def _batch(self, features: np.ndarray) -> np.ndarray:
         """Features as a batch: ``(n, dim)`` for the MLP, ``(n, channels, frames)`` for a graph; one utterance
@@ -90,8 +104,10 @@ class QuantizedModel:
         if x.ndim == 2:
             x = x[None]
         if x.ndim != 3 or x.shape[1] != self.graph.input[0]:
-            raise SERError(f"this model takes frame sequences ({self.graph.input[0]}, frames) or a batch of them, "
-                           f"got shape {x.shape}")
+            raise SERError(
+                f"this model takes frame sequences ({self.graph.input[0]}, frames) or a batch of them, "
+                f"got shape {x.shape}"
+            )
         return x
 
     def enrol(self, features: np.ndarray) -> SpeakerStats:
@@ -105,7 +121,11 @@ class QuantizedModel:
         features = np.asarray(features, dtype=np.float32)
         want = 2 if self.graph is None else 3
         if features.ndim != want or features.shape[1] != self.mean.shape[0]:
-            shape = f"(recordings, {self.mean.size})" if self.graph is None else f"(recordings, {self.mean.shape[0]}, frames)"
+            shape = (
+                f"(recordings, {self.mean.size})"
+                if self.graph is None
+                else f"(recordings, {self.mean.shape[0]}, frames)"
+            )
             raise SERError(f"enrolment features must have shape {shape}, got {features.shape}")
         return speaker_norm.statistics(features, self.population, self.prior_weight, self.features.block_slices())
 
@@ -119,11 +139,14 @@ class QuantizedModel:
         if speaker is not None:
             self._require_speaker()
             if np.shape(speaker.mean) != self.mean.shape or np.shape(speaker.std) != self.mean.shape:
-                raise SERError(f"speaker statistics have shape {np.shape(speaker.mean)}, the model's features "
-                               f"{self.mean.shape}")
+                raise SERError(
+                    f"speaker statistics have shape {np.shape(speaker.mean)}, the model's features {self.mean.shape}"
+                )
         elif self.speaker_normalized:
-            raise SERError("this model was trained with speaker normalisation (data.normalize=speaker) and needs "
-                           "the speaker's statistics (or model.population for none)")
+            raise SERError(
+                "this model was trained with speaker normalisation (data.normalize=speaker) and needs "
+                "the speaker's statistics (or model.population for none)"
+            )
 
     # -- inference ---------------------------------------------------------------------------
 
@@ -134,7 +157,11 @@ class QuantizedModel:
             x = speaker.apply(x)
         x = (x - self.mean) / self.std
         if self.graph is not None:  # one utterance at a time keeps the convolutions' buffers small
-            return np.concatenate([self.graph(row[None]) for row in x]) if len(x) else np.zeros((0, len(self.classes)), np.float32)
+            return (
+                np.concatenate([self.graph(row[None]) for row in x])
+                if len(x)
+                else np.zeros((0, len(self.classes)), np.float32)
+            )
         for layer in self.layers:
             x = x @ layer.weight.T
             if layer.bias is not None:

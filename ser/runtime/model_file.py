@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from ser.errors import SERError
 from ser.dsp import storage
+from ser.errors import SERError
 from ser.runtime import packing
 
 MAGIC = b"SERQ"
@@ -96,10 +96,13 @@ class Section:
 
     def entry(self) -> dict[str, Any]:
         """The section table's fields besides name, offset and size."""
-        return {"shape": list(self.data.shape), **({"bits": self.bits} if self.bits is not None else {}),
-                **({"scale": float(self.scale)} if self.scale is not None else {}),
-                **({"dtype": self.dtype} if self.dtype != "f4" else {}),
-                **({"unit": self.unit} if self.unit is not None else {})}
+        return {
+            "shape": list(self.data.shape),
+            **({"bits": self.bits} if self.bits is not None else {}),
+            **({"scale": float(self.scale)} if self.scale is not None else {}),
+            **({"dtype": self.dtype} if self.dtype != "f4" else {}),
+            **({"unit": self.unit} if self.unit is not None else {}),
+        }
 
 
 def version_of(header: dict[str, Any]) -> int:
@@ -149,8 +152,9 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         raise ModelFileError(f"{path}: checksum mismatch, the file is truncated or corrupted; export it again")
     _, version, header_len = _PREAMBLE.unpack_from(body)
     if version not in READS:
-        raise ModelFileError(f"{path}: format version {version}, this runtime reads versions "
-                             f"{', '.join(map(str, READS))}; upgrade ser")
+        raise ModelFileError(
+            f"{path}: format version {version}, this runtime reads versions {', '.join(map(str, READS))}; upgrade ser"
+        )
     start = _PREAMBLE.size + header_len
     header = json.loads(body[_PREAMBLE.size : start])
     payload = memoryview(body)[start:]
@@ -160,7 +164,9 @@ def read(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         shape = tuple(entry["shape"])
         if "bits" in entry:
             codes = packing.unpack(raw, entry["bits"], int(np.prod(shape))).reshape(shape)
-            arrays[entry["name"]] = codes if "scale" not in entry else storage.decode_bias(codes, entry["scale"], entry["bits"])
+            arrays[entry["name"]] = (
+                codes if "scale" not in entry else storage.decode_bias(codes, entry["scale"], entry["bits"])
+            )
         elif entry.get("dtype") == "bf16":
             arrays[entry["name"]] = storage.from_bfloat16(np.frombuffer(raw, dtype="<u2").reshape(shape))
         elif entry.get("dtype") == "f2":

@@ -16,8 +16,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from ser.dsp.audio import AUDIO_SUFFIXES, load_audio
 from ser.dsp.speaker_norm import SpeakerStats
@@ -37,8 +37,9 @@ def audio_files(inputs: Iterable[Path]) -> Iterator[Path]:
             yield path
 
 
-def predict(model: QuantizedModel, files: Iterable[Path], speaker: SpeakerStats | None = None,
-            adapt: bool = False) -> Iterator[dict]:
+def predict(
+    model: QuantizedModel, files: Iterable[Path], speaker: SpeakerStats | None = None, adapt: bool = False
+) -> Iterator[dict]:
     """One result per file. ``speaker``: fixed statistics; ``adapt``: a running estimate over ``files``.
 
     With ``adapt`` each usable file first updates the estimate and is then predicted with it,
@@ -74,12 +75,15 @@ def _speaker(model: QuantizedModel, args: argparse.Namespace) -> SpeakerStats | 
     """The fixed statistics the options ask for; refuses a combination that does not fit the model."""
     given = args.speaker is not None or args.enroll is not None or args.adapt
     if model.speaker_normalized and not given:
-        raise SERError(f"{args.model}: trained with speaker normalisation (data.normalize=speaker); pass "
-                       f"{SPEAKER_OPTIONS}")
+        raise SERError(
+            f"{args.model}: trained with speaker normalisation (data.normalize=speaker); pass {SPEAKER_OPTIONS}"
+        )
     if not model.speaker_normalized and given:
         option = "--speaker" if args.speaker is not None else "--enroll" if args.enroll is not None else "--adapt"
-        raise SERError(f"{args.model}: trained with global normalisation (data.normalize=global) and takes no speaker "
-                       f"statistics; drop {option}")
+        raise SERError(
+            f"{args.model}: trained with global normalisation (data.normalize=global) and takes no speaker "
+            f"statistics; drop {option}"
+        )
     if args.speaker is not None:
         return enroll.load(args.speaker, model)
     if args.enroll is not None:
@@ -88,17 +92,31 @@ def _speaker(model: QuantizedModel, args: argparse.Namespace) -> SpeakerStats | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ser predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ser predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model", type=Path, help="a .serq file written by `ser export`")
     parser.add_argument("inputs", type=Path, nargs="+", help="audio files or directories")
     speaker = parser.add_mutually_exclusive_group()
-    speaker.add_argument("--speaker", type=Path, metavar="SPEAKER.json",
-                         help="speaker statistics written by `ser enroll` (speaker-normalised models)")
-    speaker.add_argument("--enroll", type=Path, nargs="+", metavar="FILE",
-                         help="recordings (files or directories) of the speaker to compute the statistics from; "
-                              "put it after the inputs, or end its list with --")
-    speaker.add_argument("--adapt", action="store_true",
-                         help="a running estimate of the speaker's statistics over the inputs, in the order given")
+    speaker.add_argument(
+        "--speaker",
+        type=Path,
+        metavar="SPEAKER.json",
+        help="speaker statistics written by `ser enroll` (speaker-normalised models)",
+    )
+    speaker.add_argument(
+        "--enroll",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="recordings (files or directories) of the speaker to compute the statistics from; "
+        "put it after the inputs, or end its list with --",
+    )
+    speaker.add_argument(
+        "--adapt",
+        action="store_true",
+        help="a running estimate of the speaker's statistics over the inputs, in the order given",
+    )
     args = parser.parse_args(argv)
     try:
         model = QuantizedModel.load(args.model)

@@ -71,8 +71,12 @@ class SerqHeader:
     prior_weight: float = 0.0  # speaker only: pseudo-recordings of the population in a speaker's estimate
 
     def to_json(self) -> dict[str, Any]:
-        header = {"classes": list(self.classes), "features": self.features.to_dict(),
-                  "layers": [layer.to_json() for layer in self.layers], "quantizer": {"per_channel": self.per_channel}}
+        header = {
+            "classes": list(self.classes),
+            "features": self.features.to_dict(),
+            "layers": [layer.to_json() for layer in self.layers],
+            "quantizer": {"per_channel": self.per_channel},
+        }
         if self.network is not None:
             header["network"] = self.network.to_json()
         if self.normalize != "global":  # global models keep the header they always had
@@ -87,30 +91,44 @@ class SerqHeader:
         for spec in header["layers"]:
             name, bits, grid = spec["name"], int(spec["bits"]), spec.get("grid", "symmetric")
             if grid not in grids.GRIDS:
-                raise ModelFileError(f"{path}: layer {name} uses the quantization grid {grid!r}, this runtime knows "
-                                     f"{', '.join(grids.GRIDS)}; upgrade ser")
+                raise ModelFileError(
+                    f"{path}: layer {name} uses the quantization grid {grid!r}, this runtime knows "
+                    f"{', '.join(grids.GRIDS)}; upgrade ser"
+                )
             if not grids.MIN_BITS <= bits <= grids.MAX_BITS:
-                raise ModelFileError(f"{path}: layer {name} has {bits} bits, this runtime reads "
-                                     f"{grids.MIN_BITS} to {grids.MAX_BITS}")
+                raise ModelFileError(
+                    f"{path}: layer {name} has {bits} bits, this runtime reads {grids.MIN_BITS} to {grids.MAX_BITS}"
+                )
             layers.append(LayerSpec(name, tuple(spec["shape"]), bits, grid, spec.get("activation")))
         norm = header.get("normalize", {"kind": "global"})
         if norm.get("kind") not in speaker_norm.NORMALIZE:
-            raise ModelFileError(f"{path}: normalisation {norm.get('kind')!r} is not one of "
-                                 f"{', '.join(speaker_norm.NORMALIZE)}; upgrade ser to run this model")
+            raise ModelFileError(
+                f"{path}: normalisation {norm.get('kind')!r} is not one of "
+                f"{', '.join(speaker_norm.NORMALIZE)}; upgrade ser to run this model"
+            )
         network = None
         if "network" in header:
             raw = header["network"]
             if raw.get("kind") != "graph":
-                raise ModelFileError(f"{path}: network kind {raw.get('kind')!r} is not known to this runtime; "
-                                     "upgrade ser")
+                raise ModelFileError(
+                    f"{path}: network kind {raw.get('kind')!r} is not known to this runtime; upgrade ser"
+                )
             for op in raw["ops"]:
                 if op.get("op") not in OPS:
-                    raise ModelFileError(f"{path}: network operation {op.get('op')!r} is not known to this runtime; "
-                                         "upgrade ser")
+                    raise ModelFileError(
+                        f"{path}: network operation {op.get('op')!r} is not known to this runtime; upgrade ser"
+                    )
             network = GraphSpec(tuple(raw["input"]), list(raw["ops"]), raw["output"])
         prior_weight = float(norm.get("prior_weight", 0.0) or 0.0) if norm["kind"] == "speaker" else 0.0
-        return cls(list(header["classes"]), FeatureConfig(**header["features"]), layers,
-                   bool(header.get("quantizer", {}).get("per_channel", False)), network, norm["kind"], prior_weight)
+        return cls(
+            list(header["classes"]),
+            FeatureConfig(**header["features"]),
+            layers,
+            bool(header.get("quantizer", {}).get("per_channel", False)),
+            network,
+            norm["kind"],
+            prior_weight,
+        )
 
 
 @dataclass
@@ -130,8 +148,9 @@ class SerqModel:
 
     def weight(self, layer: LayerSpec) -> np.ndarray:
         """The dequantized weight (float32): what every runtime computes with (``ser.dsp.grid``, the layer's grid)."""
-        return grids.dequantize(self.arrays[f"{layer.name}.codes"], self.arrays[f"{layer.name}.scales"], layer.bits,
-                                layer.grid)
+        return grids.dequantize(
+            self.arrays[f"{layer.name}.codes"], self.arrays[f"{layer.name}.scales"], layer.bits, layer.grid
+        )
 
     def sections(self) -> list[Section]:
         """The payload as ``model_file`` stores it: codes packed at their layer's bits, an MLP layer's bias at
@@ -165,13 +184,19 @@ class SerqModel:
     def read(cls, path: str | Path) -> SerqModel:
         raw, arrays = model_file.read(path)
         header = SerqHeader.parse(raw, path)
-        missing = [f"{layer.name}.{part}" for layer in header.layers for part in ("codes", "scales")
-                   if f"{layer.name}.{part}" not in arrays]
+        missing = [
+            f"{layer.name}.{part}"
+            for layer in header.layers
+            for part in ("codes", "scales")
+            if f"{layer.name}.{part}" not in arrays
+        ]
         if missing:
             raise ModelFileError(f"{path}: sections {missing} are missing; the file is not a valid model")
         for layer in header.layers:
             codes = arrays[f"{layer.name}.codes"]
             if codes.size and int(codes.max()) >= grids.n_codes(layer.bits, layer.grid):
-                raise ModelFileError(f"{path}: layer {layer.name} has a code outside its {layer.bits}-bit {layer.grid} "
-                                     "grid; the file is not a valid model")
+                raise ModelFileError(
+                    f"{path}: layer {layer.name} has a code outside its {layer.bits}-bit {layer.grid} "
+                    "grid; the file is not a valid model"
+                )
         return cls(header, arrays)

@@ -16,7 +16,8 @@ canonical English labels only to report how the teacher does on the target direc
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 import numpy as np
@@ -38,8 +39,13 @@ def _teacher_inputs(target: SERDataModule, source: SERDataModule) -> dict[str, t
     """The target's train and test utterances under the teacher's feature settings."""
     prepared = target.prepared
     table = load_features(
-        prepared.utterances, source.feature_config, Problems("raise"), source.cache_dir, target.checks,
-        source.extract_device, source.extract_batch_size,
+        prepared.utterances,
+        source.feature_config,
+        Problems("raise"),
+        source.cache_dir,
+        target.checks,
+        source.extract_device,
+        source.extract_batch_size,
     )
     rows = {u.path: i for i, u in enumerate(table.utterances)}
     inputs = {}
@@ -60,8 +66,11 @@ def _zero_shot(teacher: SERClassifier, inputs: torch.Tensor, target: SERDataModu
     with torch.no_grad():
         predicted = [teacher.classes[i] for i in teacher(inputs).argmax(dim=1).tolist()]
     hits = [p == t for p, t, k in zip(predicted, truth, known) if k]
-    return ZeroShot(test_acc=float(np.mean(hits)) if hits else None, n=int(known.sum()),
-                    shared_classes=sorted(set(teacher.classes) & set(prepared.classes)))
+    return ZeroShot(
+        test_acc=float(np.mean(hits)) if hits else None,
+        n=int(known.sum()),
+        shared_classes=sorted(set(teacher.classes) & set(prepared.classes)),
+    )
 
 
 def teach(
@@ -91,8 +100,13 @@ def teach(
     labels = target.prepared.labels[target.prepared.split.train]
     summary = Transfer(
         source=source.corpus,
-        teacher=Teacher(model=type(teacher.net).__name__, n_params=teacher.n_params(), classes=teacher.classes,
-                        source_val_acc=float(fitted.val["val/acc"]), source_test_acc=float(fitted.test["test/acc"])),
+        teacher=Teacher(
+            model=type(teacher.net).__name__,
+            n_params=teacher.n_params(),
+            classes=teacher.classes,
+            source_val_acc=float(fitted.val["val/acc"]),
+            source_test_acc=float(fitted.test["test/acc"]),
+        ),
         zero_shot=_zero_shot(teacher, inputs["test"], target),
         graph=GraphStats(
             k=int(cfg.k),
@@ -107,7 +121,12 @@ def teach(
     log.info(
         "teacher: %.4f test accuracy on %s; graph over %d %s training utterances: %d edges, %.3f of them join "
         "the same emotion (chance %.3f)",
-        summary.teacher.source_test_acc, source.corpus, len(labels), target.corpus, graph.n_edges,
-        summary.graph.label_agreement, summary.graph.chance_agreement,
+        summary.teacher.source_test_acc,
+        source.corpus,
+        len(labels),
+        target.corpus,
+        graph.n_edges,
+        summary.graph.label_agreement,
+        summary.graph.chance_agreement,
     )
     return graph, summary

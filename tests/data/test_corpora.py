@@ -252,11 +252,20 @@ def test_manifest_empty_cells_and_missing_files_are_reported_with_line_numbers(t
 
 
 def test_ravdess_reads_all_eight_emotions_and_the_actor_from_the_name(tmp_path: Path) -> None:
-    names = [f"Actor_{actor}/03-01-{emotion:02d}-01-01-01-{actor}.wav" for emotion, actor in zip(range(1, 9), ["01", "02"] * 4)]
+    names = [
+        f"Actor_{actor}/03-01-{emotion:02d}-01-01-01-{actor}.wav"
+        for emotion, actor in zip(range(1, 9), ["01", "02"] * 4)
+    ]
     touch(tmp_path, *names)
     assert [(label, speaker) for _, label, speaker in labelled(parse_ravdess(tmp_path, Problems()), tmp_path)] == [
-        ("neutral", "01"), ("happiness", "01"), ("anger", "01"), ("disgust", "01"),
-        ("calm", "02"), ("sadness", "02"), ("fear", "02"), ("surprise", "02"),
+        ("neutral", "01"),
+        ("happiness", "01"),
+        ("anger", "01"),
+        ("disgust", "01"),
+        ("calm", "02"),
+        ("sadness", "02"),
+        ("fear", "02"),
+        ("surprise", "02"),
     ]
 
 
@@ -271,11 +280,15 @@ def test_ravdess_reads_flac_copies_like_wav(tmp_path: Path) -> None:
 def test_ravdess_leaves_song_recordings_out_without_reporting_them(tmp_path: Path) -> None:
     touch(tmp_path, "Actor_01/03-01-05-01-01-01-01.wav", "Actor_01/03-02-05-01-01-01-01.wav")
     problems = Problems("raise")
-    assert labelled(parse_ravdess(tmp_path, problems), tmp_path) == [("Actor_01/03-01-05-01-01-01-01.wav", "anger", "01")]
+    assert labelled(parse_ravdess(tmp_path, problems), tmp_path) == [
+        ("Actor_01/03-01-05-01-01-01-01.wav", "anger", "01")
+    ]
     assert problems.messages == []
 
 
-@pytest.mark.parametrize("name", ["01-01-05-01-01-01-01.wav", "03-01-09-01-01-01-01.wav", "03-01-05-01-01-01.wav", "take1.flac"])
+@pytest.mark.parametrize(
+    "name", ["01-01-05-01-01-01-01.wav", "03-01-09-01-01-01-01.wav", "03-01-05-01-01-01.wav", "take1.flac"]
+)
 def test_ravdess_name_off_the_convention_is_a_reported_problem(tmp_path: Path, name: str) -> None:
     touch(tmp_path, "Actor_01/03-01-05-01-01-01-01.wav", f"Actor_01/{name}")
     problems = Problems("skip")
@@ -319,7 +332,9 @@ def test_missing_manifest_names_the_file_and_the_expected_columns(tmp_path: Path
 
 def test_directory_without_audio_files_says_so_and_shows_the_layout(tmp_path: Path) -> None:
     touch(tmp_path, "readme.txt")
-    with pytest.raises(DataError, match=rf"no audio files \(.*\.flac.*\.wav\) found under {tmp_path}; expected TESS layout .*OAF_angry"):
+    with pytest.raises(
+        DataError, match=rf"no audio files \(.*\.flac.*\.wav\) found under {tmp_path}; expected TESS layout .*OAF_angry"
+    ):
         parse_tess(tmp_path, Problems())
 
 
@@ -363,5 +378,7 @@ def test_real_ravdess_has_the_published_counts() -> None:
     utterances = load_corpus("ravdess", root=os.environ["SER_RAVDESS_ROOT"])
     assert len(utterances) == 1440
     assert sorted({u.speaker for u in utterances}) == [f"{actor:02d}" for actor in range(1, 25)]
-    assert Counter(u.label for u in utterances) == {"neutral": 96, **{label: 192 for label in (
-        "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise")}}
+    assert Counter(u.label for u in utterances) == {
+        "neutral": 96,
+        **{label: 192 for label in ("calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise")},
+    }

@@ -45,7 +45,10 @@ def test_standardization_uses_only_the_training_split(tiny_manifest, cache_dir):
 
 def test_loso_split_holds_out_one_speaker(tiny_manifest, cache_dir):
     dm = _module(tiny_manifest, cache_dir, split={"kind": "loso", "fold": 1})
-    speakers = {part: {dm.prepared.utterances[i].speaker for i in getattr(dm.prepared.split, part)} for part in ("train", "val", "test")}
+    speakers = {
+        part: {dm.prepared.utterances[i].speaker for i in getattr(dm.prepared.split, part)}
+        for part in ("train", "val", "test")
+    }
     assert speakers == {"train": {"s01"}, "val": {"s03"}, "test": {"s02"}}
 
 
@@ -145,7 +148,9 @@ def test_enrolled_speaker_statistics_come_from_each_speakers_training_utterances
         raw = prepared.features[train].astype(np.float64)
         mean, std = raw.mean(axis=0), np.where(raw.std(axis=0) > 0, raw.std(axis=0), 1)
         everywhere = np.flatnonzero(speakers == speaker)  # train, val and test utterances of the speaker
-        np.testing.assert_allclose(prepared.inputs[everywhere], (prepared.features[everywhere] - mean) / std, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            prepared.inputs[everywhere], (prepared.features[everywhere] - mean) / std, rtol=1e-3, atol=1e-4
+        )
 
 
 def test_unknown_speaker_statistics_source_is_rejected(tiny_manifest, cache_dir):
@@ -182,7 +187,9 @@ def test_kfold_datamodule_tests_on_one_fold(tiny_manifest, cache_dir):
     assert torch.bincount(dm.tensors("test")[1]).tolist() == [3] * 7
 
 
-def test_cross_corpus_trains_on_one_corpus_and_tests_on_the_shared_emotions_of_another(tiny_manifest, cache_dir, tmp_path):
+def test_cross_corpus_trains_on_one_corpus_and_tests_on_the_shared_emotions_of_another(
+    tiny_manifest, cache_dir, tmp_path
+):
     rows = list(csv.DictReader(open(tiny_manifest)))
     other = tmp_path / "other.csv"
     with open(other, "w", newline="") as fh:  # a second "corpus": the same clips, two emotions, one renamed
@@ -190,8 +197,12 @@ def test_cross_corpus_trains_on_one_corpus_and_tests_on_the_shared_emotions_of_a
         writer.writerow(["path", "label", "speaker"])
         for r in rows:
             if r["label"] in ("anger", "sadness"):
-                writer.writerow([str(tiny_manifest.parent / r["path"]), "angry" if r["label"] == "anger" else "calm", "x"])
-    dm = _module(tiny_manifest, cache_dir, split={"kind": "cross_corpus", "test_corpus": "manifest", "test_manifest": str(other)})
+                writer.writerow(
+                    [str(tiny_manifest.parent / r["path"]), "angry" if r["label"] == "anger" else "calm", "x"]
+                )
+    dm = _module(
+        tiny_manifest, cache_dir, split={"kind": "cross_corpus", "test_corpus": "manifest", "test_manifest": str(other)}
+    )
     assert dm.classes == ["anger"]
     test_paths = {str(dm.prepared.utterances[i].path) for i in dm.prepared.split.test}
     assert len(test_paths) == 12 and all("anger" in p for p in test_paths)

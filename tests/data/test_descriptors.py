@@ -100,7 +100,15 @@ def test_silent_frames_have_no_spectral_contrast():
 
 def test_contrast_bands_are_librosa_octaves():
     bands = filters.contrast_bands(SR, 2048)
-    assert [(start, stop) for start, stop, _ in bands] == [(0, 18), (18, 37), (37, 74), (74, 148), (148, 297), (297, 594), (594, 1025)]
+    assert [(start, stop) for start, stop, _ in bands] == [
+        (0, 18),
+        (18, 37),
+        (37, 74),
+        (74, 148),
+        (148, 297),
+        (297, 594),
+        (594, 1025),
+    ]
     assert [count for *_, count in bands] == [1, 1, 1, 2, 3, 6, 9]
 
 

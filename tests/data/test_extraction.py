@@ -16,12 +16,12 @@ import soundfile as sf
 
 from ser.data import cache as cache_module
 from ser.data import extraction
-from ser.dsp.audio import AudioChecks
 from ser.data.cache import FeatureCache, unpack
 from ser.data.corpora import load_corpus
 from ser.data.extraction import load_features
 from ser.data.features import FeatureConfig
 from ser.data.problems import Problems
+from ser.dsp.audio import AudioChecks
 from ser.errors import DataError
 from tests.conftest import REPO
 

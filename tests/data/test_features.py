@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from ser.dsp import filters
 from ser.data.features import FeatureConfig, FeatureExtractor
+from ser.dsp import filters
 from ser.errors import SERError
 
 SR = 22050
@@ -66,7 +66,9 @@ def test_dct_matrix_is_orthonormal_dct2():
 
 def test_pooled_paper_features_match_librosa(signals):
     ours = FeatureExtractor(FeatureConfig(), batch_size=3)(signals)
-    ref = np.stack([np.concatenate([f.mean(axis=1) for k, f in _librosa_frames(y).items() if k != "delta"]) for y in signals])
+    ref = np.stack(
+        [np.concatenate([f.mean(axis=1) for k, f in _librosa_frames(y).items() if k != "delta"]) for y in signals]
+    )
     assert ours.shape == (4, 180)
     _close(ours[:, :40], ref[:, :40], 1e-4)  # MFCC
     _close(ours[:, 40:52], ref[:, 40:52], 1e-4)  # chroma
@@ -186,8 +188,10 @@ def test_absolute_db_floor_depends_on_the_frame_only(signals):
     frame's value does not depend on the loudest part of the utterance (peak: it does)."""
     config = FeatureConfig(parts=("mel",), mel_db=True, db_floor="absolute", top_db=80.0)
     y = signals[1]
-    loud, quiet = (FeatureExtractor(config).frames(torch.from_numpy(a)[None], torch.tensor([len(y)]))[0][0].numpy()
-                   for a in (y, 0.5 * y))
+    loud, quiet = (
+        FeatureExtractor(config).frames(torch.from_numpy(a)[None], torch.tensor([len(y)]))[0][0].numpy()
+        for a in (y, 0.5 * y)
+    )
     free = quiet > -80 + 1e-3
     np.testing.assert_allclose((loud - quiet)[free], 10 * np.log10(4), atol=1e-3)
     silence = FeatureExtractor(config).frames(torch.zeros(1, SR), torch.tensor([SR]))[0]
@@ -201,9 +205,14 @@ def test_options_added_later_are_left_out_of_the_settings_at_their_default():
     assert FeatureConfig(**streaming) == FeatureConfig(db_floor="absolute", yin_acf="stft")
 
 
-@pytest.mark.parametrize("option, message", [({"db_floor": "running"}, "db_floor='running' must be one of peak, absolute"),
-                                             ({"yin_acf": "fft"}, "yin_acf='fft' must be one of frame, stft"),
-                                             ({"parts": ("pitch",), "yin_acf": "stft", "f0_min": 20.0}, "half the n_fft")])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"db_floor": "running"}, "db_floor='running' must be one of peak, absolute"),
+        ({"yin_acf": "fft"}, "yin_acf='fft' must be one of frame, stft"),
+        ({"parts": ("pitch",), "yin_acf": "stft", "f0_min": 20.0}, "half the n_fft"),
+    ],
+)
 def test_bad_streaming_options_are_refused(option, message):
     with pytest.raises(SERError, match=message):
         FeatureConfig(**option)

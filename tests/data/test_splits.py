@@ -26,7 +26,15 @@ def test_stratified_split_is_80_10_10_per_class():
     split = splits.stratified_split(LABELS, seed=0)
     assert (len(split.train), len(split.val), len(split.test)) == (427, 54, 54)
     test_counts = Counter(LABELS[i] for i in split.test)
-    assert test_counts == {"anger": 13, "boredom": 8, "neutral": 8, "happiness": 7, "fear": 7, "sadness": 6, "disgust": 5}
+    assert test_counts == {
+        "anger": 13,
+        "boredom": 8,
+        "neutral": 8,
+        "happiness": 7,
+        "fear": 7,
+        "sadness": 6,
+        "disgust": 5,
+    }
 
 
 def test_stratified_split_partitions_every_index_once():

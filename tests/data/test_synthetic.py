@@ -223,7 +223,9 @@ def test_corpus_directories_and_files_get_the_umasks_modes(tmp_path):
 
     previous = os.umask(0o022)
     try:
-        root = synthetic.generate(tmp_path / "corpus", synthetic.SyntheticSpec(speakers=1, per_speaker_per_emotion=1)).parent
+        root = synthetic.generate(
+            tmp_path / "corpus", synthetic.SyntheticSpec(speakers=1, per_speaker_per_emotion=1)
+        ).parent
     finally:
         os.umask(previous)
     mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731

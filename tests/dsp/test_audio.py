@@ -78,8 +78,10 @@ def test_wav_cut_to_half_its_bytes_is_refused_as_truncated(tmp_path):
     assert sf.info(path).frames < 32000, "libsndfile alone would decode the half that is there"
     with pytest.raises(DataError) as info:
         load_audio(path, 16000)
-    assert str(info.value) == (f"{path}: truncated WAV file: its header promises 32000 frames (2.00 s) but the file "
-                               f"holds 15989 (1.00 s); copy or export it again")
+    assert str(info.value) == (
+        f"{path}: truncated WAV file: its header promises 32000 frames (2.00 s) but the file "
+        f"holds 15989 (1.00 s); copy or export it again"
+    )
 
 
 def test_stereo_wav_cut_short_is_counted_in_frames_not_bytes(tmp_path):

@@ -40,7 +40,9 @@ def test_codes_and_scales_dequantize_to_the_quantized_weight(name, bits, per_cha
         np.testing.assert_array_equal(back, t.weight.numpy())
         codes = grid.quantize_codes(w.numpy(), t.scales.numpy(), bits, name)
         np.testing.assert_array_equal(codes, t.codes.numpy())
-        np.testing.assert_array_equal(grid.encode(back.reshape(w.shape[0], -1) / t.scales.numpy().reshape(-1, 1), bits, name), t.codes.numpy())
+        np.testing.assert_array_equal(
+            grid.encode(back.reshape(w.shape[0], -1) / t.scales.numpy().reshape(-1, 1), bits, name), t.codes.numpy()
+        )
 
 
 def test_grid_module_needs_no_torch():

@@ -45,19 +45,30 @@ def _split(shape, n: int, seed: int) -> SplitTensors:
     return SplitTensors(3.0 * x + 1.0, y)
 
 
-def _quantized(module: SERClassifier, shape, features: FeatureConfig, network: str, net_config: dict,
-               **quant) -> tuple[SERClassifier, QuantizedArtifact]:
+def _quantized(
+    module: SERClassifier, shape, features: FeatureConfig, network: str, net_config: dict, **quant
+) -> tuple[SERClassifier, QuantizedArtifact]:
     """LAQ (the default quantizer, with ``quant``'s storage; the paper's search, no recovery) on ``module``, and its
     artifact with the callback's metadata; the module then holds the artifact's state (the fake-quantized model
     the runtimes must reproduce)."""
     torch.manual_seed(0)
-    cb = LayerwiseAdaptiveQuantization(fixed_bits=[], quantizer=QuantizerConfig(**quant),
-                                       search=LAQConfig(t_margin=10.0, fidelity_weight=0.0, fallback="max"),
-                                       recovery=RecoveryConfig(epochs=0))
+    cb = LayerwiseAdaptiveQuantization(
+        fixed_bits=[],
+        quantizer=QuantizerConfig(**quant),
+        search=LAQConfig(t_margin=10.0, fidelity_weight=0.0, fallback="max"),
+        recovery=RecoveryConfig(epochs=0),
+    )
     cb.run(module.eval(), _split(shape, 48, 1), _split(shape, 48, 2))
     artifact = cb.artifact
-    artifact.metadata = ArtifactMetadata(CLASSES, module.hparams["n_features"], module.normalize,
-                                         module.hparams["speaker_prior_weight"], features, network, net_config)
+    artifact.metadata = ArtifactMetadata(
+        CLASSES,
+        module.hparams["n_features"],
+        module.normalize,
+        module.hparams["speaker_prior_weight"],
+        features,
+        network,
+        net_config,
+    )
     module.load_state_dict(artifact.state_dict)
     return module.eval(), artifact
 
@@ -65,8 +76,16 @@ def _quantized(module: SERClassifier, shape, features: FeatureConfig, network: s
 def _mlp(speaker: bool = False, **quant) -> tuple[SERClassifier, QuantizedArtifact]:
     torch.manual_seed(0)
     population = (torch.rand(20) * 2, torch.rand(20) + 0.5) if speaker else None
-    module = SERClassifier(partial(MLP, hidden=[24, 12]), torch.optim.Adam, 20, CLASSES, torch.rand(20) * 3,
-                           torch.rand(20) * 2 + 0.5, speaker_population=population, speaker_prior_weight=2.0 * speaker)
+    module = SERClassifier(
+        partial(MLP, hidden=[24, 12]),
+        torch.optim.Adam,
+        20,
+        CLASSES,
+        torch.rand(20) * 3,
+        torch.rand(20) * 2 + 0.5,
+        speaker_population=population,
+        speaker_prior_weight=2.0 * speaker,
+    )
     return _quantized(module, (20,), MLP_FEATURES, "ser.models.mlp.MLP", {"_target_": "ser.models.mlp.MLP"}, **quant)
 
 
@@ -78,8 +97,14 @@ def mlp():
 @pytest.fixture(scope="module")
 def graph():
     torch.manual_seed(0)
-    module = SERClassifier(partial(LightSERNet, **SMALL_LIGHTSERNET), torch.optim.Adam, [8, 16], CLASSES,
-                           torch.rand(8, 1), torch.rand(8, 1) + 0.5)
+    module = SERClassifier(
+        partial(LightSERNet, **SMALL_LIGHTSERNET),
+        torch.optim.Adam,
+        [8, 16],
+        CLASSES,
+        torch.rand(8, 1),
+        torch.rand(8, 1) + 0.5,
+    )
     for bn in (m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # batch norm as trained
         bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
         bn.weight.data.uniform_(0.5, 1.5), bn.bias.data.uniform_(-0.2, 0.2)
@@ -109,7 +134,13 @@ def test_an_artifact_saves_as_the_plain_dict_it_always_was_and_loads_back_typed(
     _, artifact = mlp
     artifact.save(tmp_path / "quantized.pt")
     raw = torch.load(tmp_path / "quantized.pt", weights_only=True)
-    assert raw["format"] == FORMAT == "ser-quant-v2" and list(raw) == ["format", "layers", "state_dict", "quantizer", "metadata"]
+    assert raw["format"] == FORMAT == "ser-quant-v2" and list(raw) == [
+        "format",
+        "layers",
+        "state_dict",
+        "quantizer",
+        "metadata",
+    ]
     assert list(raw["layers"]["net.0"]) == ["bits", "grid", "per_channel", "shape", "codes", "scales", "bias", "weight"]
     assert raw["quantizer"] == {**artifact.quantizer.as_dict(), "bias_correction": False}
     assert raw["metadata"]["features"] == MLP_FEATURES.to_dict() and raw["metadata"]["classes"] == CLASSES
@@ -146,8 +177,11 @@ def test_an_artifact_that_is_not_what_its_quantizer_stores_is_refused(mlp, damag
         layer["bias"] = layer["bias"] + 1e-4
     else:
         raw["state_dict"]["feature_std"] = raw["state_dict"]["feature_std"] * 1.001
-    expected = {"codes": "net.0's codes and scales do not give its stored weight", "bias": "not on its 8-bit grid",
-                "statistics": "feature_std are not stored at 16 bits"}[damage]
+    expected = {
+        "codes": "net.0's codes and scales do not give its stored weight",
+        "bias": "not on its 8-bit grid",
+        "statistics": "feature_std are not stored at 16 bits",
+    }[damage]
     with pytest.raises(SERError, match=expected):
         ExportSource.from_artifact(QuantizedArtifact.from_dict(raw, "quantized.pt"))
 
@@ -225,7 +259,9 @@ def test_a_speaker_normalised_model_ships_its_population_and_takes_speaker_stati
     header, arrays = model_file.read(tmp_path / "m.serq")
     assert header["normalize"] == {"kind": "speaker", "prior_weight": 2.0}
     np.testing.assert_array_equal(arrays["population_mean"], artifact.state_dict["population_mean"].numpy())
-    assert {s["name"]: s.get("dtype", "f4") for s in header["sections"]}["population_std"] == "f4", "population: float32"
+    assert {s["name"]: s.get("dtype", "f4") for s in header["sections"]}["population_std"] == "f4", (
+        "population: float32"
+    )
     model = QuantizedModel.load(tmp_path / "m.serq")
     raw = _split((20,), 16, 4).inputs
     stats = model.enrol(raw.numpy())

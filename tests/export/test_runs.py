@@ -15,7 +15,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ser.dsp.audio import load_audio
-from ser.export import ExportSource, main as export_main, theoretical_bytes
+from ser.export import ExportSource, theoretical_bytes
+from ser.export import main as export_main
 from ser.models.mlp import MLP
 from ser.quant.artifact import FORMAT
 from ser.quant.quantizer import QuantizedWeights, QuantizerConfig, quantize_tensor
@@ -55,7 +56,7 @@ def _probabilities(state: dict, x: torch.Tensor, hidden) -> np.ndarray:
     """Softmax of the MLP holding ``state`` (a module state dict: net.* and the standardisation) on features ``x``."""
     n_classes = state[f"net.{3 * len(hidden)}.weight"].shape[0]
     net = MLP(x.shape[1], n_classes, hidden=hidden)
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     with torch.no_grad():
         return torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1).numpy()
 
@@ -83,8 +84,9 @@ def test_default_run_saves_a_recovered_full_grid_artifact_that_export_reads(expo
     run_dir, results, _ = exported
     artifact = _artifact(run_dir)
     assert artifact["format"] == FORMAT
-    assert results["laq"]["quantizer"]["grid"] == "full" and results["laq"].get("recovery"), \
+    assert results["laq"]["quantizer"]["grid"] == "full" and results["laq"].get("recovery"), (
         "these tests are about the default LAQ: full grid and recovery"
+    )
     assert ExportSource.load(run_dir).origin == "quantized.pt"
 
 
@@ -184,7 +186,9 @@ def test_a_run_without_recovery_or_artifact_falls_back_to_quantizing_the_checkpo
 
 def test_fixed_bits_export_from_a_checkpoint(default_run, test_split, tmp_path):
     run_dir, results = default_run
-    assert export_main([str(run_dir / "checkpoints" / "best.ckpt"), "--bits", "4", "-o", str(tmp_path / "m4.serq")]) == 0
+    assert (
+        export_main([str(run_dir / "checkpoints" / "best.ckpt"), "--bits", "4", "-o", str(tmp_path / "m4.serq")]) == 0
+    )
     model = QuantizedModel.load(tmp_path / "m4.serq")
     assert [l.bits for l in model.header.layers] == [4, 4, 4, 4]
     assert [l.grid for l in model.header.layers] == ["full"] * 4, "the run's quantizer, not the paper's"
@@ -196,9 +200,9 @@ def test_fixed_bits_export_from_a_checkpoint(default_run, test_split, tmp_path):
     x, labels, files, _ = test_split
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     net = MLP(x.shape[1], len(results["classes"]), hidden=list(cfg.model.net.hidden))
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     QuantizedWeights(net, config).apply({name: 4 for name, m in net.named_children() if isinstance(m, torch.nn.Linear)})
-    for layer, (name, m) in zip(model.layers, ((n, m) for n, m in net.named_children() if isinstance(m, torch.nn.Linear))):
+    for layer, (_, m) in zip(model.layers, ((n, m) for n, m in net.named_children() if isinstance(m, torch.nn.Linear))):
         np.testing.assert_array_equal(layer.weight, m.weight.detach().numpy())
     with torch.no_grad():
         reference = torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1).numpy()
@@ -248,7 +252,8 @@ def test_global_run_exports_no_normalisation_entry_and_no_population(default_run
     assert set(header) == {"classes", "features", "layers", "quantizer", "sections"}
     layers = [l["name"] for l in header["layers"]]
     assert [s["name"] for s in header["sections"]] == ["feature_mean", "feature_std"] + [
-        f"{name}.{part}" for name in layers for part in ("scales", "codes", "bias")]
+        f"{name}.{part}" for name in layers for part in ("scales", "codes", "bias")
+    ]
     assert QuantizedModel.load(tmp_path / "m.serq").normalize == "global"
 
 
@@ -279,7 +284,7 @@ def _torch_reference(run_dir: Path, x: torch.Tensor, state: dict | None = None) 
     n_features = int(x.shape[1]) if x.ndim == 2 else list(x.shape[1:])
     n_classes = len(json.loads((run_dir / "results.json").read_text())["classes"])
     net = hydra.utils.instantiate(cfg.model.net)(n_features, n_classes)
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     with torch.no_grad():
         return torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), dim=1).numpy()
 
@@ -310,8 +315,14 @@ def _assert_parity(ours: np.ndarray, reference: np.ndarray) -> None:
 @pytest.fixture(scope="module", params=["mlp_2hl", "mlp_5hl"])
 def depth_run(request, default_corpus, cache_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp(request.param)
-    proc = run_train(f"model={request.param}", "trainer.max_epochs=3", "quant.fixed_bits=[]", "quant.recovery.epochs=2",
-                     cache_dir=cache_dir, run_dir=run_dir)
+    proc = run_train(
+        f"model={request.param}",
+        "trainer.max_epochs=3",
+        "quant.fixed_bits=[]",
+        "quant.recovery.epochs=2",
+        cache_dir=cache_dir,
+        run_dir=run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
     return request.param, run_dir
@@ -338,8 +349,14 @@ def test_every_mlp_depth_exports_and_runs_like_its_torch_model(depth_run, cache_
 def lightsernet_run(default_corpus, cache_dir, tmp_path_factory):
     """A tiny Light-SERNet with the default LAQ (full grid, recovery), exported as .serq and ONNX."""
     run_dir = tmp_path_factory.mktemp("lightsernet_run")
-    proc = run_train(*SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]", "quant.recovery.epochs=2",
-                     cache_dir=cache_dir, run_dir=run_dir)
+    proc = run_train(
+        *SMALL_LIGHTSERNET,
+        "trainer.max_epochs=2",
+        "quant.fixed_bits=[]",
+        "quant.recovery.epochs=2",
+        cache_dir=cache_dir,
+        run_dir=run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
     return run_dir, json.loads((run_dir / "results.json").read_text())
@@ -418,16 +435,27 @@ def test_ser_predict_runs_a_lightsernet_model(lightsernet_run, lightsernet_split
     reference = _torch_reference(run_dir, x[:3])
     model = QuantizedModel.load(run_dir / "m.serq")
     assert [line["emotion"] for line in lines] == [model.classes[i] for i in reference.argmax(axis=1)]
-    np.testing.assert_allclose([[line["probabilities"][c] for c in model.classes] for line in lines], reference, atol=2e-6)
+    np.testing.assert_allclose(
+        [[line["probabilities"][c] for c in model.classes] for line in lines], reference, atol=2e-6
+    )
 
 
 @pytest.fixture(scope="module")
 def lightsernet_speaker_run(tiny_manifest, cache_dir, tmp_path_factory):
     """Light-SERNet trained on speaker-normalised frame sequences, exported as .serq and ONNX."""
     run_dir = tmp_path_factory.mktemp("lightsernet_speaker_run")
-    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
-                     "data.speaker_prior_weight=2", *SMALL_LIGHTSERNET, "trainer.max_epochs=2", "quant.fixed_bits=[]",
-                     "quant.recovery.epochs=1", cache_dir=cache_dir, run_dir=run_dir)
+    proc = run_train(
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        "data.normalize=speaker",
+        "data.speaker_prior_weight=2",
+        *SMALL_LIGHTSERNET,
+        "trainer.max_epochs=2",
+        "quant.fixed_bits=[]",
+        "quant.recovery.epochs=1",
+        cache_dir=cache_dir,
+        run_dir=run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), "-o", str(run_dir / "m.serq"), "--onnx", str(run_dir / "m.onnx")]) == 0
     return run_dir
@@ -457,7 +485,9 @@ def test_speaker_normalised_lightsernet_runs_like_its_torch_model(lightsernet_sp
     _assert_parity(_onnx(run_dir / "m.onnx", features=raw, speaker_mean=means, speaker_std=stds), reference)
 
 
-def test_an_enrolled_speaker_file_reads_back_for_a_frame_sequence_model(lightsernet_speaker_run, tiny_manifest, tmp_path, capsys):
+def test_an_enrolled_speaker_file_reads_back_for_a_frame_sequence_model(
+    lightsernet_speaker_run, tiny_manifest, tmp_path, capsys
+):
     from ser.runtime.enroll import main as enroll_main
     from ser.runtime.predict import main as predict_main
 
@@ -493,8 +523,13 @@ def test_quantized_artifact_alone_exports_the_same_file(run, request, tmp_path):
 def budget_run(default_corpus, cache_dir, tmp_path_factory):
     """The default MLP (256-512-64) held to a 30 KB file: it fits only with 8-bit biases and float16 statistics."""
     run_dir = tmp_path_factory.mktemp("budget_run")
-    proc = run_train("quant.search.target_kb=30", "quant.quantizer.bias_bits=8", "quant.quantizer.stats_bits=16",
-                     cache_dir=cache_dir, run_dir=run_dir)
+    proc = run_train(
+        "quant.search.target_kb=30",
+        "quant.quantizer.bias_bits=8",
+        "quant.quantizer.stats_bits=16",
+        cache_dir=cache_dir,
+        run_dir=run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path_factory.mktemp("budget_export")
     assert export_main([str(run_dir), "-o", str(out / "model.serq"), "--onnx", str(out / "model.onnx")]) == 0

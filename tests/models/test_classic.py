@@ -69,12 +69,15 @@ def test_frame_sequences_become_each_channels_mean_and_std_over_time():
     assert utterance_statistics(pooled) is pooled
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"kernels": ["poly"]}, r"classic.kernels=\['poly'\] must be a non-empty subset of \['rbf', 'linear'\]"),
-    ({"C": [0.0]}, r"classic.C=\[0.0\] must be a non-empty list of positive values"),
-    ({"inner_folds": 1}, r"classic.inner_folds=1 must be at least 2"),
-    ({"train_on": "test"}, r"classic.train_on='test' must be one of train_val, train"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kernels": ["poly"]}, r"classic.kernels=\['poly'\] must be a non-empty subset of \['rbf', 'linear'\]"),
+        ({"C": [0.0]}, r"classic.C=\[0.0\] must be a non-empty list of positive values"),
+        ({"inner_folds": 1}, r"classic.inner_folds=1 must be at least 2"),
+        ({"train_on": "test"}, r"classic.train_on='test' must be one of train_val, train"),
+    ],
+)
 def test_bad_settings_are_one_line_errors_naming_the_option(kwargs, message):
     with pytest.raises(SERError, match=message):
         SVMConfig(**kwargs)

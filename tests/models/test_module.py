@@ -19,7 +19,9 @@ X, Y = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.tens
 
 def _model(**kwargs) -> SERClassifier:
     torch.manual_seed(0)
-    return SERClassifier(partial(MLP, hidden=[6], dropout=0.0), partial(torch.optim.SGD, lr=0.1), 4, ["a", "b", "c"], **kwargs)
+    return SERClassifier(
+        partial(MLP, hidden=[6], dropout=0.0), partial(torch.optim.SGD, lr=0.1), 4, ["a", "b", "c"], **kwargs
+    )
 
 
 def test_plain_training_step_is_cross_entropy():

@@ -25,7 +25,9 @@ def _conv_task() -> tuple[nn.Module, SplitTensors, SplitTensors]:
         return SplitTensors(x[:, None, :], y)
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv1d(1, 8, 5), nn.ReLU(), nn.Conv1d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10, 2))
+    net = nn.Sequential(
+        nn.Conv1d(1, 8, 5), nn.ReLU(), nn.Conv1d(8, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 10, 2)
+    )
     train = data(512)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(150):
@@ -53,7 +55,9 @@ def test_laq_chooses_per_layer_bits_on_a_conv_network():
 
 def test_greedy_baseline_is_reported_next_to_laq():
     net, val, test = _conv_task()
-    results = LayerwiseAdaptiveQuantization(fixed_bits=[], search=LAQConfig(t_margin=3.0), greedy=True).run(net, val, test)
+    results = LayerwiseAdaptiveQuantization(fixed_bits=[], search=LAQConfig(t_margin=3.0), greedy=True).run(
+        net, val, test
+    )
     greedy = results.greedy
     assert set(greedy.bits) == {"0", "2", "5"} and greedy.scores.avg_bits < 8
     assert greedy.evaluations > results.laq.evaluations
@@ -63,10 +67,16 @@ def test_qat_fine_tuning_is_reported_next_to_laq():
     net, val, test = _conv_task()
     gen = torch.Generator().manual_seed(1)  # fine-tuning data of the same task, apart from validation
     y = torch.randint(0, 2, (256,), generator=gen)
-    x = torch.where(y[:, None] == 1, torch.linspace(-1, 1, 16), -torch.linspace(-1, 1, 16)) + 0.8 * torch.randn(256, 16, generator=gen)
+    x = torch.where(y[:, None] == 1, torch.linspace(-1, 1, 16), -torch.linspace(-1, 1, 16)) + 0.8 * torch.randn(
+        256, 16, generator=gen
+    )
     loader = lambda: [(x[:, None, :], y)]  # noqa: E731
-    cb = LayerwiseAdaptiveQuantization(fixed_bits=[], search=LAQConfig(min_bits=1, max_bits=1), recovery=RecoveryConfig(epochs=0),
-                                       qat=QATConfig(epochs=20, lr=1e-3))
+    cb = LayerwiseAdaptiveQuantization(
+        fixed_bits=[],
+        search=LAQConfig(min_bits=1, max_bits=1),
+        recovery=RecoveryConfig(epochs=0),
+        qat=QATConfig(epochs=20, lr=1e-3),
+    )
     laq = cb.run(net, val, test, loader).laq
     qat, row = laq.qat.scores, laq.scores
     assert laq.qat.epochs == 20 and qat.avg_bits == row.avg_bits
@@ -94,7 +104,9 @@ def test_default_run_writes_report_quantized_model_and_tensorboard_views(default
     report = (run_dir / "report.md").read_text()
     assert "| 32-bit baseline |" in report and "| 1-bit fixed |" in report and "| LAQ |" in report
     saved = torch.load(run_dir / "quantized.pt", weights_only=True)
-    assert {name: layer["bits"] for name, layer in saved["layers"].items()} == {l["name"]: l["bits"] for l in results["laq"]["layers"]}
+    assert {name: layer["bits"] for name, layer in saved["layers"].items()} == {
+        l["name"]: l["bits"] for l in results["laq"]["layers"]
+    }
     assert saved["format"] == "ser-quant-v2" and saved["quantizer"]["grid"] == "full"
     for name, layer in saved["layers"].items():
         back = grid.dequantize(layer["codes"].numpy(), layer["scales"].numpy(), layer["bits"], layer["grid"])
@@ -102,7 +114,9 @@ def test_default_run_writes_report_quantized_model_and_tensorboard_views(default
         assert torch.equal(layer["bias"], saved["state_dict"][f"{name}.bias"])
     assert "laq_before_recovery" in results["test_predictions"]["models"]
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0}).Reload()
-    assert {"quant/fixed/test_acc", "quant/laq/avg_bits", "laq/bits/net.0", "laq/importance/net.0"} <= set(events.Tags()["scalars"])
+    assert {"quant/fixed/test_acc", "quant/laq/avg_bits", "laq/bits/net.0", "laq/importance/net.0"} <= set(
+        events.Tags()["scalars"]
+    )
     assert "quant/accuracy_vs_bits" in events.Tags()["images"]
     assert "quant/report/text_summary" in events.Tags()["tensors"]
     assert [e.step for e in events.Scalars("quant/fixed/test_acc")] == [1, 2, 3, 4, 5, 6, 7, 8]  # increasing steps
@@ -118,7 +132,9 @@ def test_recovered_model_is_the_laq_model_and_its_artifact(tmp_path):
     net, val, test = _conv_task()
     train = _conv_task()[1]
     before = {k: p.detach().clone() for k, p in net.named_parameters()}
-    cb = LayerwiseAdaptiveQuantization(fixed_bits=[2], search=LAQConfig(t_margin=3.0), recovery=RecoveryConfig(epochs=5))
+    cb = LayerwiseAdaptiveQuantization(
+        fixed_bits=[2], search=LAQConfig(t_margin=3.0), recovery=RecoveryConfig(epochs=5)
+    )
     laq = cb.run(net, val, test, _loader(train)).laq
     assert laq.before_recovery.avg_bits == laq.scores.avg_bits and laq.before_recovery.size_kb == laq.scores.size_kb
     assert 0 <= laq.recovery.chosen_epoch <= 5 and len(laq.recovery.curve) == 6
@@ -131,8 +147,10 @@ def test_recovered_model_is_the_laq_model_and_its_artifact(tmp_path):
     state = saved["state_dict"]
     for name, layer in saved["layers"].items():
         assert layer["codes"].dtype == torch.uint8
-        np.testing.assert_array_equal(grid.dequantize(layer["codes"].numpy(), layer["scales"].numpy(), layer["bits"], "full"),
-                                      state[f"{name}.weight"].numpy())
+        np.testing.assert_array_equal(
+            grid.dequantize(layer["codes"].numpy(), layer["scales"].numpy(), layer["bits"], "full"),
+            state[f"{name}.weight"].numpy(),
+        )
     net.load_state_dict(state)  # the artifact alone reproduces the shipped model's predictions
     assert predict(net, test).tolist() == cb.predictions["laq"]
 

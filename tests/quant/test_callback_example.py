@@ -22,8 +22,15 @@ def example(tmp_path_factory):
     """The example's output and its folder (seconds: it trains, then quantizes)."""
     out = tmp_path_factory.mktemp("laq_example")
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # this tree's ser, as an installed one would be
-    proc = subprocess.run([sys.executable, str(EXAMPLE), "--out", str(out)], cwd=out, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--out", str(out)],
+        cwd=out,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, out
 
@@ -31,8 +38,11 @@ def example(tmp_path_factory):
 def test_the_example_prints_one_width_per_linear_layer_of_its_own_model(example):
     stdout, _ = example
     rows = ROW.findall(stdout)
-    assert [(name, int(params)) for name, params, _, _ in rows] == [("body.0", 16 * 64 + 64), ("body.2", 64 * 32 + 32),
-                                                                   ("head", 32 * 4 + 4)]
+    assert [(name, int(params)) for name, params, _, _ in rows] == [
+        ("body.0", 16 * 64 + 64),
+        ("body.2", 64 * 32 + 32),
+        ("head", 32 * 4 + 4),
+    ]
     assert all(1 <= int(bits) <= 8 for *_, bits in rows)
 
 

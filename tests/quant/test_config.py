@@ -54,8 +54,13 @@ def test_python_train_py_instantiates_the_callback_with_the_python_defaults(quan
 def test_each_nested_group_instantiates_its_dataclass_at_its_defaults(quant):
     cfg = quant()
     assert instantiate(cfg.quantizer) == QuantizerConfig(grid="full", scale="mse", bias_bits=8, stats_bits=16)
-    assert instantiate(cfg.search) == LAQConfig(t_margin=4.0, weights=ImportanceWeights(0.11, 0.01, 0.88),
-                                                fidelity_weight=0.5, fallback="best", budget_refine=True)
+    assert instantiate(cfg.search) == LAQConfig(
+        t_margin=4.0,
+        weights=ImportanceWeights(0.11, 0.01, 0.88),
+        fidelity_weight=0.5,
+        fallback="best",
+        budget_refine=True,
+    )
     assert instantiate(cfg.recovery) == RecoveryConfig(epochs=20, lr=1e-3, distill=0.5)
     assert instantiate(cfg.qat) == QATConfig(epochs=0, lr=1e-4)
 
@@ -68,8 +73,9 @@ def test_the_papers_procedure_is_one_override_away(quant):
 
 
 def test_a_nested_option_on_the_command_line_reaches_its_dataclass(quant):
-    config = instantiate(quant("quant.search.t_margin=2", "quant.quantizer.grid=symmetric", "quant/weights=p0_e0_v100"),
-                         save_dir=None).config
+    config = instantiate(
+        quant("quant.search.t_margin=2", "quant.quantizer.grid=symmetric", "quant/weights=p0_e0_v100"), save_dir=None
+    ).config
     assert (config.search.t_margin, config.quantizer.grid) == (2.0, "symmetric")
     assert config.search.weights == ImportanceWeights(0, 0, 1)
 
@@ -79,17 +85,41 @@ def test_a_flat_name_on_the_command_line_gives_the_same_value_and_one_deprecatio
     with caplog.at_level(logging.WARNING, logger="ser.quant.config"):
         flat = instantiate(quant("quant.t_margin=3"), save_dir=None).config
     assert flat == nested and flat.search.t_margin == 3.0
-    assert [r.getMessage() for r in caplog.records] == [(
-        "quant.t_margin is deprecated and goes in the next release: use quant.search.t_margin "
-        "(in Python: search=LAQConfig(t_margin=...))")]
+    assert [r.getMessage() for r in caplog.records] == [
+        (
+            "quant.t_margin is deprecated and goes in the next release: use quant.search.t_margin "
+            "(in Python: search=LAQConfig(t_margin=...))"
+        )
+    ]
 
 
-OLD_NAMES = [("t_margin", 3.0), ("weights", ImportanceWeights(1, 0, 0)), ("min_bits", 2), ("max_bits", 6),
-             ("entropy_bins", 64), ("fidelity_weight", 0.25), ("fallback", "max"), ("target_kb", 30.0),
-             ("target_bits", 2.0), ("budget_refine", False), ("grid", "symmetric"), ("scale", "max"),
-             ("per_channel", True), ("mse_clip", True), ("bias_correction", True), ("bias_bits", 32), ("stats_bits", 32),
-             ("recovery_epochs", 0), ("recovery_lr", 1e-2), ("recovery_distill", 1.0), ("recovery_temperature", 4.0),
-             ("recovery_batch_size", 16), ("recovery_seed", 3), ("qat_epochs", 2), ("qat_lr", 1e-3)]
+OLD_NAMES = [
+    ("t_margin", 3.0),
+    ("weights", ImportanceWeights(1, 0, 0)),
+    ("min_bits", 2),
+    ("max_bits", 6),
+    ("entropy_bins", 64),
+    ("fidelity_weight", 0.25),
+    ("fallback", "max"),
+    ("target_kb", 30.0),
+    ("target_bits", 2.0),
+    ("budget_refine", False),
+    ("grid", "symmetric"),
+    ("scale", "max"),
+    ("per_channel", True),
+    ("mse_clip", True),
+    ("bias_correction", True),
+    ("bias_bits", 32),
+    ("stats_bits", 32),
+    ("recovery_epochs", 0),
+    ("recovery_lr", 1e-2),
+    ("recovery_distill", 1.0),
+    ("recovery_temperature", 4.0),
+    ("recovery_batch_size", 16),
+    ("recovery_seed", 3),
+    ("qat_epochs", 2),
+    ("qat_lr", 1e-3),
+]
 
 
 def test_every_flat_name_of_the_release_before_is_still_accepted():
@@ -106,7 +136,9 @@ def test_a_flat_name_sets_its_nested_option_and_names_it(name, value, caplog):
 
 
 def test_the_old_weights_mapping_becomes_importance_weights():
-    assert with_flat(DEFAULTS, {"weights": {"w_p": 0.5, "w_e": 0.25, "w_v": 0.25}}).search.weights == ImportanceWeights(0.5, 0.25, 0.25)
+    assert with_flat(DEFAULTS, {"weights": {"w_p": 0.5, "w_e": 0.25, "w_v": 0.25}}).search.weights == ImportanceWeights(
+        0.5, 0.25, 0.25
+    )
 
 
 def test_unset_flat_names_change_nothing_and_say_nothing(caplog):
@@ -129,15 +161,18 @@ def test_the_hydra_node_targets_the_callback_with_its_keywords_and_every_flat_na
     assert set(node) == {"_target_", *keywords, *FLAT} and all(node[name] is None for name in FLAT)
 
 
-@pytest.mark.parametrize("make, option", [
-    (lambda: SearchConfig(min_bits=3, max_bits=2), "quant.search.min_bits"),
-    (lambda: LAQConfig(min_bits=0), "quant.search.min_bits"),
-    (lambda: LAQConfig(fidelity_weight=2.0), "quant.search.fidelity_weight"),
-    (lambda: LAQConfig(fallback="min"), "quant.search.fallback"),
-    (lambda: QuantizerConfig(grid="log"), "quant.quantizer.grid"),
-    (lambda: QuantizerConfig(scale="l1"), "quant.quantizer.scale"),
-    (lambda: RecoveryConfig(distill=1.5), "quant.recovery.distill"),
-])
+@pytest.mark.parametrize(
+    "make, option",
+    [
+        (lambda: SearchConfig(min_bits=3, max_bits=2), "quant.search.min_bits"),
+        (lambda: LAQConfig(min_bits=0), "quant.search.min_bits"),
+        (lambda: LAQConfig(fidelity_weight=2.0), "quant.search.fidelity_weight"),
+        (lambda: LAQConfig(fallback="min"), "quant.search.fallback"),
+        (lambda: QuantizerConfig(grid="log"), "quant.quantizer.grid"),
+        (lambda: QuantizerConfig(scale="l1"), "quant.quantizer.scale"),
+        (lambda: RecoveryConfig(distill=1.5), "quant.recovery.distill"),
+    ],
+)
 def test_each_config_refuses_its_own_mistakes_naming_the_option(make, option):
     with pytest.raises(SERError, match=option.replace(".", r"\.")):
         make()
@@ -154,6 +189,7 @@ def test_fixed_bits_are_kept_widest_first():
 
 
 # -- a finished run's quantizer (export) -----------------------------------------------------------------------------
+
 
 def test_a_run_of_this_release_records_its_quantizer_nested(quant):
     section = OmegaConf.to_container(quant("quant.quantizer.per_channel=true"), resolve=False)  # as export reads it

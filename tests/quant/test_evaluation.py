@@ -16,8 +16,14 @@ def test_batches_hold_at_most_batch_elements_input_numbers_and_at_least_one_utte
 
 def test_logits_in_batches_equal_one_batch_for_a_convolutional_network():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+    net = nn.Sequential(
+        nn.Unflatten(1, (1, 40)),
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 3),
+    ).eval()
     data = SplitTensors(torch.randn(50, 40, 188), torch.zeros(50, dtype=torch.long))
     with torch.no_grad():
         whole = net(data.inputs)

@@ -115,6 +115,7 @@ def test_mse_scales_on_the_full_grid_reconstruct_better_than_the_papers(weight, 
 
 def test_mse_scale_is_not_worse_than_any_scale_of_a_sweep(weight):
     from ser.quant.quantizer import quantize_tensor
+
     best = quantize_tensor(weight, 3, QuantizerConfig(grid="full", scale="mse"))
     err = float((best.weight - weight).square().sum())
     for s in torch.linspace(0.2, 2.0, 40) * best.scales:
@@ -124,6 +125,7 @@ def test_mse_scale_is_not_worse_than_any_scale_of_a_sweep(weight):
 
 def test_bias_correction_keeps_each_layers_mean_output():
     from ser.quant.quantizer import mean_inputs
+
     torch.manual_seed(0)
     model = _known_model()
     x = torch.randn(256, 10) + 0.5
@@ -145,6 +147,7 @@ def test_bias_correction_keeps_each_layers_mean_output():
 
 def test_restore_brings_biases_back_after_bias_correction():
     from ser.quant.quantizer import mean_inputs
+
     model = _known_model()
     before = [p.detach().clone() for p in model.parameters()]
     swap = QuantizedWeights(model, QuantizerConfig(), mean_inputs(model, torch.randn(32, 10)))
@@ -162,7 +165,9 @@ def test_file_size_adds_the_standardisation_buffers_and_the_header_to_the_weight
     net.register_buffer("feature_std", torch.ones(10))
     bits = {"0": 2, "2": 2}
     # 20 float32 standardisation values; the batch norm's running statistics are folded away.
-    assert file_size_kb(net, bits, PAPER) == pytest.approx(model_size_kb(net, bits, PAPER) + 20 * 4 / 1000 + FILE_OVERHEAD_KB)
+    assert file_size_kb(net, bits, PAPER) == pytest.approx(
+        model_size_kb(net, bits, PAPER) + 20 * 4 / 1000 + FILE_OVERHEAD_KB
+    )
 
 
 def test_quantize_sets_each_named_layer_to_its_width_and_leaves_the_others():
@@ -208,9 +213,13 @@ def test_sizes_count_a_quantized_layers_bias_at_bias_bits_plus_its_scale_and_sta
     assert stored_bits(net[0].weight, net[0].bias, 32, NARROW) == 35 * 32  # full precision stays float32
     bits = {"0": 2, "2": 1}
     assert model_size_kb(net, bits, NARROW) == pytest.approx((60 + 32 + 72 + 15 + 32 + 56) / 8000)
-    assert file_size_kb(net, bits, NARROW) == pytest.approx(model_size_kb(net, bits, NARROW) + 12 * 2 / 1000 + FILE_OVERHEAD_KB)
+    assert file_size_kb(net, bits, NARROW) == pytest.approx(
+        model_size_kb(net, bits, NARROW) + 12 * 2 / 1000 + FILE_OVERHEAD_KB
+    )
     net.register_buffer("unpaired", torch.ones(3))  # not a mean/std pair: float32
-    assert file_size_kb(net, bits, NARROW) == pytest.approx(model_size_kb(net, bits, NARROW) + (24 + 12) / 1000 + FILE_OVERHEAD_KB)
+    assert file_size_kb(net, bits, NARROW) == pytest.approx(
+        model_size_kb(net, bits, NARROW) + (24 + 12) / 1000 + FILE_OVERHEAD_KB
+    )
 
 
 def test_a_quantized_allocation_holds_stored_biases_and_statistics_and_full_precision_the_originals():

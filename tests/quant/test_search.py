@@ -99,6 +99,7 @@ def _params(bits):
 
 def test_budget_search_fits_the_budget_with_the_best_score():
     from ser.quant.search import budget_search
+
     result, met = budget_search(LAYERS, scripted([]), BASELINE, _params, budget=100 * 9)
     assert met and _params(result.bits) <= 900
     # every fitting allocation of the T_margin ladder scores at most this one
@@ -110,6 +111,7 @@ def test_budget_search_fits_the_budget_with_the_best_score():
 
 def test_budget_search_says_when_the_budget_cannot_be_met():
     from ser.quant.search import budget_search
+
     result, met = budget_search(LAYERS, scripted([]), BASELINE, _params, budget=100 * 3)
     assert not met and result.bits == {"fc2": 1, "fc1": 1, "fc3": 1, "out": 1}
 
@@ -120,20 +122,30 @@ def _size(bits: dict[str, int]) -> float:
 
 def test_budget_refinement_spends_the_budget_the_ladder_left_unused():
     from ser.quant.search import budget_search
+
     ladder, _ = budget_search(LAYERS, scripted([]), BASELINE, _size, budget=900)
     refined, met = budget_search(LAYERS, scripted([]), BASELINE, _size, budget=900, refine=True)
     # The ladder's margins jump from an allocation of 500 (0.65) to ones over 900.
-    assert (ladder.bits, _size(ladder.bits), ladder.accuracy) == ({"fc2": 1, "fc1": 1, "fc3": 1, "out": 2}, 500, pytest.approx(0.65))
+    assert (ladder.bits, _size(ladder.bits), ladder.accuracy) == (
+        {"fc2": 1, "fc1": 1, "fc3": 1, "out": 2},
+        500,
+        pytest.approx(0.65),
+    )
     # Uniform 2 bits (0.754) is the better start; raising fc2 to 3 bits fills the budget.
     assert met and refined.bits == {"fc2": 3, "fc1": 2, "fc3": 2, "out": 2} and _size(refined.bits) == 900
     assert refined.accuracy == pytest.approx(0.779)
-    assert [b for b, _ in refined.refinement] == [ladder.bits, dict.fromkeys(["fc1", "fc2", "fc3", "out"], 2), refined.bits]
+    assert [b for b, _ in refined.refinement] == [
+        ladder.bits,
+        dict.fromkeys(["fc1", "fc2", "fc3", "out"], 2),
+        refined.bits,
+    ]
     assert [q for _, q in refined.refinement] == pytest.approx([0.65, 0.754, 0.779])
 
 
 @pytest.mark.parametrize("budget", [500, 700, 800, 900, 1000])
 def test_budget_refinement_ends_where_no_fitting_one_width_move_or_uniform_width_scores_higher(budget):
     from ser.quant.search import budget_search
+
     evaluate = scripted([])
     result, met = budget_search(LAYERS, evaluate, BASELINE, _size, budget=budget, refine=True)
     assert met and _size(result.bits) <= budget
@@ -146,14 +158,17 @@ def test_budget_refinement_ends_where_no_fitting_one_width_move_or_uniform_width
 
 def test_budget_refinement_changes_widths_but_keeps_the_ladders_measurements():
     from ser.quant.search import budget_search
+
     ladder, _ = budget_search(LAYERS, scripted([]), BASELINE, _size, budget=900)
     refined, _ = budget_search(LAYERS, scripted([]), BASELINE, _size, budget=900, refine=True)
-    assert [(c.layer.name, c.tried, c.drop, c.margin) for c in refined.choices] == \
-        [(c.layer.name, c.tried, c.drop, c.margin) for c in ladder.choices]
+    assert [(c.layer.name, c.tried, c.drop, c.margin) for c in refined.choices] == [
+        (c.layer.name, c.tried, c.drop, c.margin) for c in ladder.choices
+    ]
     assert refined.evaluations > ladder.evaluations and refined.t_margin == ladder.t_margin
 
 
 def test_a_budget_that_cannot_be_met_is_not_refined():
     from ser.quant.search import budget_search
+
     result, met = budget_search(LAYERS, scripted([]), BASELINE, _size, budget=300, refine=True)
     assert not met and result.refinement == [] and result.bits == dict.fromkeys(["fc2", "fc1", "fc3", "out"], 1)

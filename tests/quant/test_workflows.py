@@ -70,7 +70,10 @@ def test_a_missed_file_budget_says_what_narrow_biases_and_statistics_would_come_
     narrow = QuantizerConfig()
     expected = workflows.quantizer.file_size_kb(session.module, found.bits, narrow)
     assert expected < smallest
-    assert f"with quant.quantizer.bias_bits=8 quant.quantizer.stats_bits=16 it would be about {expected:.1f} KB" in caplog.text
+    assert (
+        f"with quant.quantizer.bias_bits=8 quant.quantizer.stats_bits=16 it would be about {expected:.1f} KB"
+        in caplog.text
+    )
 
 
 def test_a_refined_budget_records_its_path_and_ships_its_last_allocation():

@@ -14,8 +14,13 @@ from ser.runtime import model_file
 from ser.runtime.model_file import Section
 from tests.conftest import run_train
 
-SMALL_FEATURES = ("data.features.sample_rate=16000", "data.features.n_fft=512", "data.features.hop_length=256",
-                  "data.features.n_mels=40", "data.features.n_mfcc=13")
+SMALL_FEATURES = (
+    "data.features.sample_rate=16000",
+    "data.features.n_fft=512",
+    "data.features.hop_length=256",
+    "data.features.n_mels=40",
+    "data.features.n_mfcc=13",
+)
 PRIOR_WEIGHT = 2.0
 
 
@@ -26,14 +31,23 @@ class SpeakerRun:
     datamodule: object  # the run's SERDataModule, set up (features, speaker-normalised inputs, split)
 
 
-def _speaker_run(name: str, overrides: tuple[str, ...], export: list[str], tiny_manifest, cache_dir,
-                 tmp_path_factory) -> SpeakerRun:
+def _speaker_run(
+    name: str, overrides: tuple[str, ...], export: list[str], tiny_manifest, cache_dir, tmp_path_factory
+) -> SpeakerRun:
     """Train ``data.normalize=speaker`` (shrinkage toward the population) on the 84-file built-in
     corpus with ``overrides``, export it with ``export`` and set up its datamodule again."""
     run_dir = tmp_path_factory.mktemp(name)
-    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
-                     f"data.speaker_prior_weight={PRIOR_WEIGHT}", "trainer.max_epochs=3", *overrides, *SMALL_FEATURES,
-                     cache_dir=cache_dir, run_dir=run_dir)
+    proc = run_train(
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        "data.normalize=speaker",
+        f"data.speaker_prior_weight={PRIOR_WEIGHT}",
+        "trainer.max_epochs=3",
+        *overrides,
+        *SMALL_FEATURES,
+        cache_dir=cache_dir,
+        run_dir=run_dir,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(run_dir), *export, "-o", str(run_dir / "model.serq")]) == 0
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
@@ -52,8 +66,14 @@ def speaker_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
 @pytest.fixture(scope="session")
 def speaker_laq_run(tiny_manifest, cache_dir, tmp_path_factory) -> SpeakerRun:
     """The same corpus and normalisation with the default LAQ (full grid, recovery), exported from quantized.pt."""
-    return _speaker_run("speaker_laq_run", ("quant.fixed_bits=[]", "quant.recovery.epochs=3"), [], tiny_manifest,
-                        cache_dir, tmp_path_factory)
+    return _speaker_run(
+        "speaker_laq_run",
+        ("quant.fixed_bits=[]", "quant.recovery.epochs=3"),
+        [],
+        tiny_manifest,
+        cache_dir,
+        tmp_path_factory,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +84,7 @@ def global_model(speaker_run, tmp_path_factory) -> Path:
     bits = {entry["name"]: None if "scale" in entry else entry.get("bits") for entry in header.pop("sections")}
     del header["normalize"]
     path = tmp_path_factory.mktemp("global_model") / "global.serq"
-    model_file.write(path, header, [Section(name, arrays[name], bits[name]) for name in bits
-                                    if not name.startswith("population_")])
+    model_file.write(
+        path, header, [Section(name, arrays[name], bits[name]) for name in bits if not name.startswith("population_")]
+    )
     return path

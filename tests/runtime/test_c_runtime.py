@@ -35,14 +35,20 @@ TOLERANCE = 1e-3
 def _need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                    "qemu-system-arm valgrind)")
+        pytest.skip(
+            f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+            "qemu-system-arm valgrind)"
+        )
 
 
 def _build(c_dir: Path) -> Path:
     _need(CC)
-    proc = subprocess.run([CC, *CFLAGS, "-o", "ser_cli", "main.c", "ser.c", "ser_model.c", "-lm"], cwd=c_dir,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [CC, *CFLAGS, "-o", "ser_cli", "main.c", "ser.c", "ser_model.c", "-lm"],
+        cwd=c_dir,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no warnings either
     return c_dir / "ser_cli"
@@ -122,7 +128,9 @@ def test_a_model_with_peak_db_floors_runs_on_whole_clips_only(c_default):
 def test_export_c_without_a_serq_file(default_run, tmp_path):
     run_dir, _ = default_run
     assert export_main([str(run_dir), "--c", str(tmp_path / "c")]) == 0
-    assert {"ser.h", "ser.c", "ser_model.h", "ser_model.c", "main.c", "Makefile"} <= {p.name for p in (tmp_path / "c").iterdir()}
+    assert {"ser.h", "ser.c", "ser_model.h", "ser_model.c", "main.c", "Makefile"} <= {
+        p.name for p in (tmp_path / "c").iterdir()
+    }
 
 
 def test_c_cli_reads_16_bit_pcm_and_refuses_another_rate(c_default, tmp_path):
@@ -141,8 +149,12 @@ def test_c_cli_reads_16_bit_pcm_and_refuses_another_rate(c_default, tmp_path):
 def test_c_library_is_valgrind_clean(c_default):
     _need("valgrind")
     model, cli, clips, _ = c_default
-    proc = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "-q", str(cli),
-                           *[str(p) for p, _ in clips[:2]]], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        ["valgrind", "--error-exitcode=99", "--leak-check=full", "-q", str(cli), *[str(p) for p, _ in clips[:2]]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ERROR SUMMARY" not in proc.stderr or "0 errors" in proc.stderr
 
@@ -195,9 +207,16 @@ def test_paper_mlp_at_2_bits_fits_a_cortex_m4_and_runs_on_qemu(default_run, c_de
     model = QuantizedModel.load(tmp_path / "m2.serq")
     _, _, clips, _ = c_default
     paths = [p for p, _ in clips[:3]]
-    qemu = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
-            "enable=on,target=native," + ",".join(f"arg={a}" for a in ["ser_cli", *map(str, paths)]),
-            "-kernel", str(c_dir / "ser_cli.elf")]
+    qemu = [
+        "qemu-system-arm",
+        "-M",
+        "mps2-an386",
+        "-nographic",
+        "-semihosting-config",
+        "enable=on,target=native," + ",".join(f"arg={a}" for a in ["ser_cli", *map(str, paths)]),
+        "-kernel",
+        str(c_dir / "ser_cli.elf"),
+    ]
     proc = subprocess.run(qemu, capture_output=True, text=True, timeout=600)
     lines = [json.loads(m) for m in re.findall(r'\{"file".*?\}\}', proc.stdout)]
     assert len(lines) == len(paths), proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -217,8 +236,17 @@ def c_descriptors(tiny_manifest, cache_dir, tmp_path_factory):
     """A run whose features include pitch and spectral (mean and std, smaller front end), exported at 4 bits and
     compiled, with its test clips (a -80 dBFS noise floor added) and clips that probe the edge cases."""
     out = tmp_path_factory.mktemp("c_descriptors")
-    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", DESCRIPTOR_PARTS, "data.features.stats=[mean,std]",
-                     "quant=none", "trainer.max_epochs=3", *SMALL_FEATURES, cache_dir=cache_dir, run_dir=out / "run")
+    proc = run_train(
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        DESCRIPTOR_PARTS,
+        "data.features.stats=[mean,std]",
+        "quant=none",
+        "trainer.max_epochs=3",
+        *SMALL_FEATURES,
+        cache_dir=cache_dir,
+        run_dir=out / "run",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert export_main([str(out / "run"), "--bits", "4", "-o", str(out / "model.serq"), "--c", str(out / "c")]) == 0
     model = QuantizedModel.load(out / "model.serq")
@@ -229,8 +257,11 @@ def c_descriptors(tiny_manifest, cache_dir, tmp_path_factory):
     # spectral null, is FFT rounding noise (torch in float32 and in float64 differ there by dB); recordings have one.
     t = np.arange(sr) / sr
     signals = {Path(f).stem: load_audio(f, sr) for f in files}
-    signals |= {"tone180": 0.3 * np.sin(2 * np.pi * 180 * t), "noise": 0.1 * rng.standard_normal(sr),
-                "short": 0.2 * np.sin(2 * np.pi * 300 * t[:200])}
+    signals |= {
+        "tone180": 0.3 * np.sin(2 * np.pi * 180 * t),
+        "noise": 0.1 * rng.standard_normal(sr),
+        "short": 0.2 * np.sin(2 * np.pi * 300 * t[:200]),
+    }
     signals = {name: signal + 1e-4 * rng.standard_normal(len(signal)) for name, signal in signals.items()}
     signals["silence"] = np.zeros(sr)  # digital silence: every frame's spectrum is exactly zero
     clips = []
@@ -263,7 +294,12 @@ def test_c_pitch_and_spectral_features_match_the_torch_extractor(c_descriptors):
     for name, block in config.blocks():  # every block within 1e-4 of its largest value
         error = np.abs(c[:, block] - reference[:, block])
         worst = np.unravel_index(error.argmax(), error.shape)
-        assert error.max() <= 1e-4 * np.abs(reference[:, block]).max(), (name, worst, error.max(), np.abs(reference[:, block]).max())
+        assert error.max() <= 1e-4 * np.abs(reference[:, block]).max(), (
+            name,
+            worst,
+            error.max(),
+            np.abs(reference[:, block]).max(),
+        )
     names = [p.stem.split("_", 1)[1] for p, _ in clips]
     log_f0, voiced = config.channel("pitch", "log_f0"), config.channel("pitch", "voiced")
     tone, silence = names.index("tone180"), names.index("silence")

@@ -27,10 +27,19 @@ from tests.runtime.test_c_runtime import CC, CFLAGS, _need
 
 # A hop that does not divide the frame's half (zero crossings counted across frame starts in between), a window
 # that is not whole frames; pitch and spectral parts, speaker normalisation with a running estimate.
-STREAM_FEATURES = ("data.features.sample_rate=16000", "data.features.n_fft=512", "data.features.hop_length=160",
-                   "data.features.n_mels=40", "data.features.n_mfcc=13", "data.features.f0_min=80",
-                   "data.features.parts=[mfcc,chroma,mel,pitch,spectral]", "data.features.stats=[mean,std]",
-                   "data.features.mel_db=true", "data.features.db_floor=absolute", "data.features.yin_acf=stft")
+STREAM_FEATURES = (
+    "data.features.sample_rate=16000",
+    "data.features.n_fft=512",
+    "data.features.hop_length=160",
+    "data.features.n_mels=40",
+    "data.features.n_mfcc=13",
+    "data.features.f0_min=80",
+    "data.features.parts=[mfcc,chroma,mel,pitch,spectral]",
+    "data.features.stats=[mean,std]",
+    "data.features.mel_db=true",
+    "data.features.db_floor=absolute",
+    "data.features.yin_acf=stft",
+)
 WINDOW, HOP = 1.005, 0.5
 PROBABILITIES = 1e-4  # measured ~1e-6: float32 both sides, other FFTs and summation orders
 # Real speech at 16 kHz leaves the top contrast band (6.4-8 kHz) its quantisation noise: its valley is within a
@@ -51,8 +60,12 @@ class Stream:
 
 def _compile(c_dir: Path, *defines: str, name: str = "ser_cli") -> Path:
     _need(CC)
-    proc = subprocess.run([CC, *CFLAGS, *defines, "-o", name, "main.c", "ser.c", "ser_model.c", "-lm"], cwd=c_dir,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [CC, *CFLAGS, *defines, "-o", name, "main.c", "ser.c", "ser_model.c", "-lm"],
+        cwd=c_dir,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     return c_dir / name
 
@@ -64,12 +77,38 @@ def _int16(signal: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def stream(tiny_manifest, cache_dir, tmp_path_factory) -> Stream:
     out = tmp_path_factory.mktemp("c_stream")
-    proc = run_train("data=manifest", f"data.manifest={tiny_manifest}", "data.normalize=speaker",
-                     "data.speaker_prior_weight=2", "quant=fixed", "quant.fixed_bits=[3]", "model.net.hidden=[128,64]", "trainer.max_epochs=3",
-                     *STREAM_FEATURES, cache_dir=cache_dir, run_dir=out / "run")
+    proc = run_train(
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        "data.normalize=speaker",
+        "data.speaker_prior_weight=2",
+        "quant=fixed",
+        "quant.fixed_bits=[3]",
+        "model.net.hidden=[128,64]",
+        "trainer.max_epochs=3",
+        *STREAM_FEATURES,
+        cache_dir=cache_dir,
+        run_dir=out / "run",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert export_main([str(out / "run"), "--bits", "3", "-o", str(out / "model.serq"), "--c", str(out / "c"),
-                        "--window", str(WINDOW), "--hop", str(HOP)]) == 0
+    assert (
+        export_main(
+            [
+                str(out / "run"),
+                "--bits",
+                "3",
+                "-o",
+                str(out / "model.serq"),
+                "--c",
+                str(out / "c"),
+                "--window",
+                str(WINDOW),
+                "--hop",
+                str(HOP),
+            ]
+        )
+        == 0
+    )
     model = QuantizedModel.load(out / "model.serq")
     rate = model.features.sample_rate
     files = [row["path"] for row in csv.DictReader(open(out / "run" / "splits" / "test.csv"))][:8]
@@ -83,13 +122,17 @@ def stream(tiny_manifest, cache_dir, tmp_path_factory) -> Stream:
 
 
 def _c_stream(cli: Path, wav: Path, *options: str, runner=()) -> list[dict]:
-    proc = subprocess.run([*runner, str(cli), "--stream", *options, str(wav)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*runner, str(cli), "--stream", *options, str(wav)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def _listen(model: QuantizedModel, pcm: np.ndarray, speaker=None) -> list[dict]:
-    return list(listen(model, iter([pcm.astype(np.float32) / 32768.0]), model.features.sample_rate, WINDOW, HOP, speaker))
+    return list(
+        listen(model, iter([pcm.astype(np.float32) / 32768.0]), model.features.sample_rate, WINDOW, HOP, speaker)
+    )
 
 
 def _assert_same_decisions(c: list[dict], reference: list[dict], model: QuantizedModel, tolerance: float) -> None:
@@ -124,9 +167,16 @@ def test_each_window_pools_the_features_ser_listen_computes_from_its_audio(strea
 
 
 def test_decisions_do_not_depend_on_how_the_samples_are_pushed(stream):
-    proc = [subprocess.run([str(stream.cli), "--stream", *options, str(stream.wav)], capture_output=True, text=True)
-            for options in (["--chunk", "1"], ["--chunk", "160"], ["--chunk", "100000"], ["--random-chunks", "1"],
-                            ["--random-chunks", "2"])]
+    proc = [
+        subprocess.run([str(stream.cli), "--stream", *options, str(stream.wav)], capture_output=True, text=True)
+        for options in (
+            ["--chunk", "1"],
+            ["--chunk", "160"],
+            ["--chunk", "100000"],
+            ["--random-chunks", "1"],
+            ["--random-chunks", "2"],
+        )
+    ]
     assert all(p.returncode == 0 for p in proc)
     assert len({p.stdout for p in proc}) == 1 and proc[0].stdout.count("\n") > 3
 
@@ -192,18 +242,40 @@ int main(void) {
 
 def test_the_device_api_answers_bad_input_with_error_codes_and_reads_nothing(stream, tmp_path):
     (stream.c_dir / "api_checks.c").write_text(API_CHECKS)
-    proc = subprocess.run([CC, *CFLAGS, "-o", str(tmp_path / "api_checks"), "api_checks.c", "ser.c", "ser_model.c", "-lm"],
-                          cwd=stream.c_dir, capture_output=True, text=True)
+    proc = subprocess.run(
+        [CC, *CFLAGS, "-o", str(tmp_path / "api_checks"), "api_checks.c", "ser.c", "ser_model.c", "-lm"],
+        cwd=stream.c_dir,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
-    runner = ["valgrind", "--error-exitcode=99", "-q"] if subprocess.run(["which", "valgrind"], capture_output=True).returncode == 0 else []
+    runner = (
+        ["valgrind", "--error-exitcode=99", "-q"]
+        if subprocess.run(["which", "valgrind"], capture_output=True).returncode == 0
+        else []
+    )
     proc = subprocess.run([*runner, str(tmp_path / "api_checks")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
 def test_streaming_with_random_chunk_sizes_is_valgrind_clean(stream):
     _need("valgrind")
-    proc = subprocess.run(["valgrind", "--error-exitcode=99", "--leak-check=full", "-q", str(stream.cli), "--stream",
-                           "--random-chunks", "3", str(stream.wav)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "valgrind",
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "-q",
+            str(stream.cli),
+            "--stream",
+            "--random-chunks",
+            "3",
+            str(stream.wav),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -223,8 +295,10 @@ def test_streaming_decisions_equal_ser_listen_on_emodb(stream, tmp_path):
 def _need_arm() -> None:
     missing = c_measure.missing_tools()
     if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                    "qemu-system-arm make)")
+        pytest.skip(
+            f"{', '.join(missing)} not installed (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+            "qemu-system-arm make)"
+        )
 
 
 def test_streaming_on_the_emulated_cortex_m4_decides_as_the_host(stream, tmp_path):
@@ -233,9 +307,21 @@ def test_streaming_on_the_emulated_cortex_m4_decides_as_the_host(stream, tmp_pat
     wav = tmp_path / "three_seconds.wav"
     sf.write(wav, stream.pcm[:seconds], stream.model.features.sample_rate, subtype="PCM_16")
     subprocess.run(["make", "ser_cli.elf"], cwd=stream.c_dir, capture_output=True, check=True)
-    proc = subprocess.run(["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-semihosting-config",
-                           f"enable=on,target=native,arg=ser_cli,arg=--stream,arg={wav}", "-kernel",
-                           str(stream.c_dir / "ser_cli.elf")], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            "qemu-system-arm",
+            "-M",
+            "mps2-an386",
+            "-nographic",
+            "-semihosting-config",
+            f"enable=on,target=native,arg=ser_cli,arg=--stream,arg={wav}",
+            "-kernel",
+            str(stream.c_dir / "ser_cli.elf"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     board = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     _assert_same_decisions(board, _c_stream(stream.cli, wav), stream.model, 1e-5)
     assert "stack used by ser_push" in proc.stderr + proc.stdout
@@ -266,6 +352,11 @@ def test_the_board_project_builds_with_arm_none_eabi_gcc(stream):
     proc = subprocess.run(["make"], cwd=stream.c_dir / "stm32l4", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (stream.c_dir / "stm32l4" / "ser_stm32l4.bin").stat().st_size > 10_000
-    out = subprocess.run(["arm-none-eabi-nm", "ser_stm32l4.elf"], cwd=stream.c_dir / "stm32l4", capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["arm-none-eabi-nm", "ser_stm32l4.elf"],
+        cwd=stream.c_dir / "stm32l4",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert " T ser_push" in out and " T board_mic_wait" in out

@@ -43,8 +43,9 @@ def test_average_pooling_equals_torch_at_odd_sizes(size, kernel, ceil_mode):
 @pytest.mark.parametrize(
     "config",
     [
-        FeatureConfig(sample_rate=16000, n_fft=1024, hop_length=256, n_mels=40, parts=("mfcc",), pooling="none",
-                      frames=188),  # conf/data/features/lightsernet.yaml
+        FeatureConfig(
+            sample_rate=16000, n_fft=1024, hop_length=256, n_mels=40, parts=("mfcc",), pooling="none", frames=188
+        ),  # conf/data/features/lightsernet.yaml
         FeatureConfig(pooling="none", frames=64, crop="start", deltas=True, stats=("mean", "std")),
         FeatureConfig(pooling="none", frames=100, deltas=True, delta_width=5, parts=("mfcc", "chroma")),
     ],
@@ -64,11 +65,19 @@ def test_frame_sequences_equal_the_torch_extractor(config):
 
 
 def _tiny_graph() -> dict:
-    return {"kind": "graph", "input": [2, 4], "output": "logits",
-            "ops": [{"op": "unsqueeze", "in": ["input"], "axis": 1},
-                    {"op": "conv2d", "layer": "c", "kernel": [3, 3], "padding": "same", "scale": "c.s", "shift": "c.t"},
-                    {"op": "relu"}, {"op": "avgpool2d", "kernel": [2, 2], "stride": [2, 2], "ceil_mode": True},
-                    {"op": "mean", "axes": [2, 3]}, {"op": "linear", "out": "logits", "layer": "l", "bias": "l.b"}]}
+    return {
+        "kind": "graph",
+        "input": [2, 4],
+        "output": "logits",
+        "ops": [
+            {"op": "unsqueeze", "in": ["input"], "axis": 1},
+            {"op": "conv2d", "layer": "c", "kernel": [3, 3], "padding": "same", "scale": "c.s", "shift": "c.t"},
+            {"op": "relu"},
+            {"op": "avgpool2d", "kernel": [2, 2], "stride": [2, 2], "ceil_mode": True},
+            {"op": "mean", "axes": [2, 3]},
+            {"op": "linear", "out": "logits", "layer": "l", "bias": "l.b"},
+        ],
+    }
 
 
 def _spec() -> GraphSpec:
@@ -91,8 +100,13 @@ def test_a_graph_runs_its_ops_on_named_and_implicit_tensors():
 def test_an_unknown_op_or_a_missing_section_is_refused():
     network = _tiny_graph()
     network["ops"][2] = {"op": "gelu"}
-    header = {"classes": ["a", "b"], "features": FeatureConfig(pooling="none", frames=4).to_dict(), "network": network,
-              "layers": [], "quantizer": {"per_channel": False}}
+    header = {
+        "classes": ["a", "b"],
+        "features": FeatureConfig(pooling="none", frames=4).to_dict(),
+        "network": network,
+        "layers": [],
+        "quantizer": {"per_channel": False},
+    }
     with pytest.raises(model_file.ModelFileError, match="'gelu' is not known.*upgrade ser"):
         SerqHeader.parse(header, "g")
     with pytest.raises(model_file.ModelFileError, match="needs sections"):
@@ -104,13 +118,20 @@ def test_a_file_with_a_graph_is_version_4_and_a_graph_model_refuses_pooled_vecto
 
     config = FeatureConfig(pooling="none", frames=4, parts=("mfcc",), n_mfcc=2)
     codes = {"c": np.ones((3, 1, 3, 3), np.uint8), "l": np.ones((2, 3), np.uint8)}
-    sections = [Section("feature_mean", np.zeros((2, 1), np.float32)), Section("feature_std", np.ones((2, 1), np.float32))]
+    sections = [
+        Section("feature_mean", np.zeros((2, 1), np.float32)),
+        Section("feature_std", np.ones((2, 1), np.float32)),
+    ]
     for name, c in codes.items():
         sections += [Section(f"{name}.scales", np.ones(1, np.float32)), Section(f"{name}.codes", c, 2)]
     sections += [Section(n, np.ones(k, np.float32)) for n, k in (("c.s", 3), ("c.t", 3), ("l.b", 2))]
-    header = {"classes": ["a", "b"], "features": config.to_dict(), "network": _tiny_graph(),
-              "layers": [{"name": n, "shape": list(c.shape), "bits": 2, "grid": "full"} for n, c in codes.items()],
-              "quantizer": {"per_channel": False}}
+    header = {
+        "classes": ["a", "b"],
+        "features": config.to_dict(),
+        "network": _tiny_graph(),
+        "layers": [{"name": n, "shape": list(c.shape), "bits": 2, "grid": "full"} for n, c in codes.items()],
+        "quantizer": {"per_channel": False},
+    }
     model_file.write(tmp_path / "g.serq", header, sections)
     assert (tmp_path / "g.serq").read_bytes()[4:6] == (4).to_bytes(2, "little")
     model = QuantizedModel.load(tmp_path / "g.serq")

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import soundfile as sf
 
-from ser.runtime.features import Extractor
 from ser.dsp.feature_config import FeatureConfig
+from ser.runtime.features import Extractor
 from ser.runtime.listen import window_samples, windows
 from ser.runtime.model import QuantizedModel
 from tests.conftest import REPO
@@ -55,7 +55,9 @@ def test_piped_pcm_of_a_speaker_model_matches_the_numpy_runtime_with_a_running_e
     model = QuantizedModel.load(speaker_laq_run.model)
     rate = model.features.sample_rate
     pcm = _pcm(speaker_laq_run.run_dir, 3, rate)
-    proc = _listen(str(speaker_laq_run.model), "-", "--window", "1.0", "--hop", "0.5", stdin=pcm.astype("<i2").tobytes())
+    proc = _listen(
+        str(speaker_laq_run.model), "-", "--window", "1.0", "--hop", "0.5", stdin=pcm.astype("<i2").tobytes()
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     lines = [json.loads(line) for line in proc.stdout.decode().splitlines()]
     signal = pcm.astype(np.float32) / 32768.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser.runtime import model_file
 from ser.dsp.grid import dequantize
+from ser.runtime import model_file
 from ser.runtime.model_file import ModelFileError, Section
 
 
@@ -14,8 +14,11 @@ from ser.runtime.model_file import ModelFileError, Section
 def written(tmp_path):
     path = tmp_path / "m.serq"
     codes = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.uint8)
-    model_file.write(path, {"classes": ["a", "b"]}, [Section("scales", np.array([0.5], dtype=np.float32)),
-                                                      Section("w.codes", codes, bits=3)])
+    model_file.write(
+        path,
+        {"classes": ["a", "b"]},
+        [Section("scales", np.array([0.5], dtype=np.float32)), Section("w.codes", codes, bits=3)],
+    )
     return path, codes
 
 
@@ -44,15 +47,21 @@ def test_damaged_file_is_refused_with_a_clear_error(written, damage):
 
 
 def test_dequantize_maps_codes_back_to_symmetric_levels():
-    assert dequantize(np.array([[0, 1, 2]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 2).tolist() == [[-0.5, 0.0, 0.5]]
-    assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.25], dtype=np.float32), 1).tolist() == [[-0.25, 0.25]]
+    assert dequantize(np.array([[0, 1, 2]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 2).tolist() == [
+        [-0.5, 0.0, 0.5]
+    ]
+    assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.25], dtype=np.float32), 1).tolist() == [
+        [-0.25, 0.25]
+    ]
 
 
 def test_dequantize_maps_codes_to_the_full_grids_half_integer_levels_per_row():
     codes = np.array([[0, 1, 2, 3], [3, 2, 1, 0]], dtype=np.uint8)
     scales = np.array([1.0, 2.0], dtype=np.float32)
     assert dequantize(codes, scales, 2, "full").tolist() == [[-1.5, -0.5, 0.5, 1.5], [3.0, 1.0, -1.0, -3.0]]
-    assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 1, "full").tolist() == [[-0.25, 0.25]]
+    assert dequantize(np.array([[0, 1]], dtype=np.uint8), np.array([0.5], dtype=np.float32), 1, "full").tolist() == [
+        [-0.25, 0.25]
+    ]
 
 
 def _tiny_model(path, layer: dict, codes, bits=2):
@@ -61,11 +70,19 @@ def _tiny_model(path, layer: dict, codes, bits=2):
 
     from ser.dsp.feature_config import FeatureConfig
 
-    header = {"classes": ["a", "b"], "features": asdict(FeatureConfig()), "quantizer": {"per_channel": False},
-              "layers": [{"name": "net.0", "shape": [2, 3], "bits": bits, "activation": "none", **layer}]}
-    sections = [Section("feature_mean", np.zeros(3, np.float32)), Section("feature_std", np.ones(3, np.float32)),
-                Section("net.0.scales", np.array([0.5], np.float32)), Section("net.0.codes", codes, bits),
-                Section("net.0.bias", np.zeros(2, np.float32))]
+    header = {
+        "classes": ["a", "b"],
+        "features": asdict(FeatureConfig()),
+        "quantizer": {"per_channel": False},
+        "layers": [{"name": "net.0", "shape": [2, 3], "bits": bits, "activation": "none", **layer}],
+    }
+    sections = [
+        Section("feature_mean", np.zeros(3, np.float32)),
+        Section("feature_std", np.ones(3, np.float32)),
+        Section("net.0.scales", np.array([0.5], np.float32)),
+        Section("net.0.codes", codes, bits),
+        Section("net.0.bias", np.zeros(2, np.float32)),
+    ]
     model_file.write(path, header, sections)
     return path
 
@@ -81,8 +98,9 @@ def test_a_layer_without_a_grid_is_symmetric_and_a_full_grid_layer_makes_the_fil
     assert QuantizedModel.load(sym).layers[0].weight.tolist() == [[-0.5, 0.0, 0.5], [0.5, 0.0, -0.5]]
     assert QuantizedModel.load(full).layers[0].weight.tolist() == [[-0.75, -0.25, 0.25], [0.25, -0.25, -0.75]]
     versions = {p.name: p.read_bytes()[4:6] for p in (old, sym, full)}
-    assert versions == {"old.serq": b"\x01\x00", "sym.serq": b"\x01\x00", "full.serq": b"\x03\x00"}, \
+    assert versions == {"old.serq": b"\x01\x00", "sym.serq": b"\x01\x00", "full.serq": b"\x03\x00"}, (
         "only a non-symmetric grid needs a runtime that knows grids"
+    )
 
 
 @pytest.mark.parametrize("grid_name", ["symmetric", "full"])
@@ -116,9 +134,11 @@ def test_the_runtime_and_the_grid_module_import_without_torch():
 
     from tests.conftest import REPO
 
-    code = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'lightning', 'hydra', 'omegaconf', 'scipy'])); "
-            "import ser.dsp.grid, ser.runtime.model, ser.runtime.predict; "
-            "assert not any(m.startswith(('torch', 'lightning')) and sys.modules[m] for m in sys.modules)")
+    code = (
+        "import sys; sys.modules.update(dict.fromkeys(['torch', 'lightning', 'hydra', 'omegaconf', 'scipy'])); "
+        "import ser.dsp.grid, ser.runtime.model, ser.runtime.predict; "
+        "assert not any(m.startswith(('torch', 'lightning')) and sys.modules[m] for m in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -155,9 +175,15 @@ def test_narrow_float_sections_decode_to_float32_and_make_the_file_version_5(tmp
     codes, scale = storage.encode_bias(bias, 8)
     ratio, std_bits = storage.encode_statistics(mean, std)
     path = tmp_path / "narrow.serq"
-    model_file.write(path, {"classes": ["a"]}, [Section("feature_mean", ratio, dtype="f2", unit="feature_std"),
-                                                Section("feature_std", std_bits, dtype="bf16"),
-                                                Section("net.0.bias", codes, 8, scale=scale)])
+    model_file.write(
+        path,
+        {"classes": ["a"]},
+        [
+            Section("feature_mean", ratio, dtype="f2", unit="feature_std"),
+            Section("feature_std", std_bits, dtype="bf16"),
+            Section("net.0.bias", codes, 8, scale=scale),
+        ],
+    )
     header, arrays = model_file.read(path)
     assert path.read_bytes()[4:6] == (5).to_bytes(2, "little")
     assert [s["nbytes"] for s in header["sections"]] == [6, 6, 3]
@@ -170,7 +196,9 @@ def test_narrow_float_sections_decode_to_float32_and_make_the_file_version_5(tmp
 
 def test_a_mean_in_units_of_a_missing_section_is_refused(tmp_path):
     path = tmp_path / "m.serq"
-    model_file.write(path, {"classes": ["a"]}, [Section("feature_mean", np.zeros(3, np.float16), dtype="f2", unit="std")])
+    model_file.write(
+        path, {"classes": ["a"]}, [Section("feature_mean", np.zeros(3, np.float16), dtype="f2", unit="std")]
+    )
     with pytest.raises(ModelFileError, match="in units of 'std', which it lacks"):
         model_file.read(path)
 

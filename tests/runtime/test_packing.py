@@ -38,7 +38,11 @@ def test_unpack_reads_only_the_bytes_it_needs():
 
 @pytest.mark.parametrize("bits", [0, 9])
 def test_bits_outside_one_to_eight_are_refused(bits):
-    for call in (lambda: pack(np.zeros(3, np.uint8), bits), lambda: unpack(b"\0", bits, 1), lambda: packed_size(1, bits)):
+    for call in (
+        lambda: pack(np.zeros(3, np.uint8), bits),
+        lambda: unpack(b"\0", bits, 1),
+        lambda: packed_size(1, bits),
+    ):
         with pytest.raises(ValueError, match="bits must be between 1 and 8"):
             call()
 

@@ -69,13 +69,24 @@ def tiny_model(tmp_path_factory):
     from ser.runtime.model_file import Section
 
     path = tmp_path_factory.mktemp("tiny_model") / "m.serq"
-    header = {"classes": ["calm", "loud"], "features": asdict(FeatureConfig()), "quantizer": {"per_channel": False},
-              "layers": [{"name": "net.0", "shape": [2, 180], "bits": 2, "activation": "none"}]}
+    header = {
+        "classes": ["calm", "loud"],
+        "features": asdict(FeatureConfig()),
+        "quantizer": {"per_channel": False},
+        "layers": [{"name": "net.0", "shape": [2, 180], "bits": 2, "activation": "none"}],
+    }
     codes = np.tile(np.array([[0], [2]], dtype=np.uint8), (1, 180))
-    model_file.write(path, header, [Section("feature_mean", np.zeros(180, np.float32)),
-                                    Section("feature_std", np.ones(180, np.float32)),
-                                    Section("net.0.scales", np.array([0.5], np.float32)), Section("net.0.codes", codes, 2),
-                                    Section("net.0.bias", np.zeros(2, np.float32))])
+    model_file.write(
+        path,
+        header,
+        [
+            Section("feature_mean", np.zeros(180, np.float32)),
+            Section("feature_std", np.ones(180, np.float32)),
+            Section("net.0.scales", np.array([0.5], np.float32)),
+            Section("net.0.codes", codes, 2),
+            Section("net.0.bias", np.zeros(2, np.float32)),
+        ],
+    )
     return path
 
 
@@ -106,11 +117,13 @@ def test_empty_file_gets_an_error_line_saying_it_is_empty(tiny_model, tmp_path):
 
 def test_truncated_wav_gets_an_error_line_saying_it_is_truncated(tiny_model, tmp_path):
     path = _tone_wav(tmp_path / "cut.wav", seconds=2.0)
-    path.write_bytes(path.read_bytes()[:44 + 44100])
+    path.write_bytes(path.read_bytes()[: 44 + 44100])
     proc = _predict(str(tiny_model), str(path))
     assert proc.returncode == 1
-    assert json.loads(proc.stdout)["error"] == (f"{path}: truncated WAV file: its header promises 44100 frames (2.00 s) "
-                                                f"but the file holds 22050 (1.00 s); copy or export it again")
+    assert json.loads(proc.stdout)["error"] == (
+        f"{path}: truncated WAV file: its header promises 44100 frames (2.00 s) "
+        f"but the file holds 22050 (1.00 s); copy or export it again"
+    )
 
 
 def test_inputs_without_audio_exit_2_with_one_error_line(tiny_model, tmp_path):
@@ -119,5 +132,6 @@ def test_inputs_without_audio_exit_2_with_one_error_line(tiny_model, tmp_path):
     (tmp_path / "notes" / "readme.txt").write_text("no audio here")
     proc = _predict(str(tiny_model), str(tmp_path / "empty_dir"), str(tmp_path / "notes"))
     assert (proc.returncode, proc.stdout) == (2, "")
-    assert proc.stderr == (f"error: no audio files (.aif .aiff .flac .ogg .wav) in {tmp_path / 'empty_dir'}, "
-                           f"{tmp_path / 'notes'}\n")
+    assert proc.stderr == (
+        f"error: no audio files (.aif .aiff .flac .ogg .wav) in {tmp_path / 'empty_dir'}, {tmp_path / 'notes'}\n"
+    )

@@ -23,8 +23,10 @@ from tests.conftest import REPO
 from tests.runtime.conftest import PRIOR_WEIGHT
 
 # The light install: numpy, soundfile, soxr. Everything of the training stack is made unimportable.
-LIGHT = ("import sys; sys.modules.update(dict.fromkeys(['torch', 'lightning', 'hydra', 'omegaconf', 'librosa', 'scipy', "
-         "'matplotlib', 'sklearn'])); from ser.cli import main; sys.exit(main())")
+LIGHT = (
+    "import sys; sys.modules.update(dict.fromkeys(['torch', 'lightning', 'hydra', 'omegaconf', 'librosa', 'scipy', "
+    "'matplotlib', 'sklearn'])); from ser.cli import main; sys.exit(main())"
+)
 
 
 def _ser(*args) -> subprocess.CompletedProcess:
@@ -58,7 +60,9 @@ def _training_statistics(datamodule, index: np.ndarray) -> speaker_norm.SpeakerS
     """The statistics training z-scored the utterances ``index`` (one speaker, one part) with."""
     prepared = datamodule.prepared
     blocks = datamodule.feature_config.block_slices()
-    return speaker_norm.statistics(prepared.features[index], prepared.population, datamodule.speaker_prior_weight, blocks)
+    return speaker_norm.statistics(
+        prepared.features[index], prepared.population, datamodule.speaker_prior_weight, blocks
+    )
 
 
 def test_ser_help_lists_enroll():
@@ -81,11 +85,15 @@ def test_runtime_equals_the_torch_model_given_the_per_speaker_test_statistics_of
     prepared, test = speaker_run.datamodule.prepared, speaker_run.datamodule.prepared.split.test
     state = torch.load(speaker_run.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
     net = MLP(dm.n_features, len(dm.classes), hidden=[l.weight.shape[0] for l in model.layers[:-1]])
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     quantizer = ExportSource.load(speaker_run.run_dir, bits=8).quantizer  # the run's: quant=none records none
-    QuantizedWeights(net, quantizer).apply({name: 8 for name, _ in net.named_children() if isinstance(_, torch.nn.Linear)})
+    QuantizedWeights(net, quantizer).apply(
+        {name: 8 for name, _ in net.named_children() if isinstance(_, torch.nn.Linear)}
+    )
     with torch.no_grad():
-        reference = torch.softmax(net.eval()((dm.tensors("test")[0] - state["feature_mean"]) / state["feature_std"]), 1).numpy()
+        reference = torch.softmax(
+            net.eval()((dm.tensors("test")[0] - state["feature_mean"]) / state["feature_std"]), 1
+        ).numpy()
 
     speakers = np.array([prepared.utterances[i].speaker for i in test])
     assert len(set(speakers)) > 1, "the test part should mix speakers"
@@ -93,7 +101,9 @@ def test_runtime_equals_the_torch_model_given_the_per_speaker_test_statistics_of
     for speaker in set(speakers):
         rows = np.flatnonzero(speakers == speaker)
         stats = _training_statistics(dm, test[rows])
-        ours[rows] = model.probabilities(_runtime_features(model, [prepared.utterances[i].path for i in test[rows]]), stats)
+        ours[rows] = model.probabilities(
+            _runtime_features(model, [prepared.utterances[i].path for i in test[rows]]), stats
+        )
     np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
@@ -116,7 +126,7 @@ def test_speaker_laq_run_ships_its_artifact_with_the_population_and_matches_it(s
         np.testing.assert_array_equal(layer.bias, state[f"{spec['name']}.bias"].numpy())
 
     net = MLP(dm.n_features, len(dm.classes), hidden=[l.weight.shape[0] for l in model.layers[:-1]])
-    net.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     x, y = dm.tensors("test")
     with torch.no_grad():
         reference = torch.softmax(net.eval()((x - state["feature_mean"]) / state["feature_std"]), 1).numpy()
@@ -125,8 +135,10 @@ def test_speaker_laq_run_ships_its_artifact_with_the_population_and_matches_it(s
     ours = np.empty_like(reference)
     for speaker in set(speakers):
         rows = np.flatnonzero(speakers == speaker)
-        ours[rows] = model.probabilities(_runtime_features(model, [prepared.utterances[i].path for i in test[rows]]),
-                                         _training_statistics(dm, test[rows]))
+        ours[rows] = model.probabilities(
+            _runtime_features(model, [prepared.utterances[i].path for i in test[rows]]),
+            _training_statistics(dm, test[rows]),
+        )
     np.testing.assert_array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     assert float(np.mean(ours.argmax(axis=1) == y.numpy())) == pytest.approx(results["laq"]["test_acc"], abs=1e-6)
@@ -140,7 +152,9 @@ def test_enrolment_with_the_models_prior_reproduces_the_training_inputs(speaker_
         for speaker in set(speakers[part]):
             index = part[speakers[part] == speaker]
             enrolled = model.enrol(prepared.features[index])
-            np.testing.assert_allclose(enrolled.apply(prepared.features[index]), prepared.inputs[index], rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(
+                enrolled.apply(prepared.features[index]), prepared.inputs[index], rtol=1e-5, atol=1e-5
+            )
 
 
 def test_enroll_then_predict_equals_predict_with_enroll(speaker_run, tmp_path):
@@ -208,12 +222,16 @@ def test_enroll_with_a_global_model_is_a_one_line_error(speaker_run, global_mode
     assert not (tmp_path / "s.json").exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s["features"].update(n_mfcc=20), "other feature settings than the model's (differ: n_mfcc)"),
-    (lambda s: s.update(population="0" * 16), "enrolled with another model"),
-    (lambda s: s.update(mean=s["mean"][:-1]), "damaged speaker file"),
-    (lambda s: s.update(format="something"), "not a speaker file"),
-], ids=["features", "prior", "length", "format"])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda s: s["features"].update(n_mfcc=20), "other feature settings than the model's (differ: n_mfcc)"),
+        (lambda s: s.update(population="0" * 16), "enrolled with another model"),
+        (lambda s: s.update(mean=s["mean"][:-1]), "damaged speaker file"),
+        (lambda s: s.update(format="something"), "not a speaker file"),
+    ],
+    ids=["features", "prior", "length", "format"],
+)
 def test_speaker_file_that_does_not_fit_the_model_is_refused(speaker_run, tmp_path, change, message):
     files = next(iter(_speaker_files(speaker_run, "train").values()))
     assert _ser("enroll", speaker_run.model, *files[:3], "-o", tmp_path / "s.json").returncode == 0
@@ -245,5 +263,7 @@ def test_onnx_of_a_speaker_model_takes_the_speakers_statistics_as_inputs(speaker
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["features", "speaker_mean", "speaker_std"]
     rows = lambda v: np.broadcast_to(v, features.shape).astype(np.float32)  # noqa: E731
-    (probs,) = session.run(None, {"features": features, "speaker_mean": rows(stats.mean), "speaker_std": rows(stats.std)})
+    (probs,) = session.run(
+        None, {"features": features, "speaker_mean": rows(stats.mean), "speaker_std": rows(stats.std)}
+    )
     np.testing.assert_allclose(probs, model.probabilities(features, stats), atol=1e-5)

@@ -34,7 +34,9 @@ def test_with_a_graph_training_batches_carry_each_utterances_neighbours(tiny_man
     assert weights[:, 1].eq(0).all(), "a missing edge has weight 0"
     x_val, _ = next(iter(data.val_dataloader()))
     assert x_val.shape[1:] == (65,), "only training batches carry neighbours"
-    assert data.classes == dm.classes and data.feature_config == dm.feature_config, "everything else is the datamodule's"
+    assert data.classes == dm.classes and data.feature_config == dm.feature_config, (
+        "everything else is the datamodule's"
+    )
 
 
 def test_a_graph_of_another_size_than_the_training_split_is_refused():

@@ -11,9 +11,15 @@ def test_teacher_on_the_built_in_corpus_builds_a_graph_that_trains_a_student_on_
     default_corpus, tiny_manifest, cache_dir, tmp_path
 ):
     proc = run_train(
-        "experiment=nsl", "data=manifest", f"data.manifest={tiny_manifest}", "model=mlp_2hl",
-        "trainer.max_epochs=20", "quant.fixed_bits=[]", "transfer.k=3",
-        cache_dir=cache_dir, run_dir=tmp_path,
+        "experiment=nsl",
+        "data=manifest",
+        f"data.manifest={tiny_manifest}",
+        "model=mlp_2hl",
+        "trainer.max_epochs=20",
+        "quant.fixed_bits=[]",
+        "transfer.k=3",
+        cache_dir=cache_dir,
+        run_dir=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())

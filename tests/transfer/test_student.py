@@ -26,8 +26,12 @@ def _student(weight: float) -> GraphRegularizedClassifier:
 
 def _batch(n: int = 12, k: int = 2):
     gen = torch.Generator().manual_seed(1)
-    return (torch.randn(n, 6, generator=gen), torch.randint(0, 3, (n,), generator=gen),
-            torch.randn(n, k, 6, generator=gen), torch.ones(n, k))
+    return (
+        torch.randn(n, 6, generator=gen),
+        torch.randint(0, 3, (n,), generator=gen),
+        torch.randn(n, k, 6, generator=gen),
+        torch.ones(n, k),
+    )
 
 
 def _cosine_to_neighbours(model, batch) -> float:
