@@ -32,7 +32,7 @@ CONF = REPO / "conf"
 TRAIN = ["python", "train.py"]
 # Programs a docs line may call besides python, ser and pip: the user's and the system's, not ours
 # (the generated C CLI, make, Slurm's commands).
-EXTERNAL = {"arecord", "tensorboard", "cd", "make", "./ser_cli", "squeue", "sacct", "sbatch", "sudo", "eval"}
+EXTERNAL = {"arecord", "tensorboard", "cd", "make", "./ser_cli", "squeue", "sacct", "sbatch", "sudo", "eval", "ruff"}  # ruff: tests/test_lint.py runs it
 # Config groups selected to look an option up: a split's, a model's or a launcher's options exist
 # only with that choice, so an option counts as real if one of these compositions has it.
 CONTEXTS = [
