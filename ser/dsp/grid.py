@@ -24,11 +24,16 @@ GRIDS = ("symmetric", "full")
 MIN_BITS, MAX_BITS = 1, 8
 
 
+def check_bits(bits: int) -> None:
+    """A ValueError unless the grids define ``bits`` (packing, quantizing and decoding all need it)."""
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be between {MIN_BITS} and {MAX_BITS} ({MIN_BITS}..{MAX_BITS}), got {bits}")
+
+
 def _check(bits: int, grid: str) -> None:
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+    check_bits(bits)
 
 
 def n_codes(bits: int, grid: str = "symmetric") -> int:

@@ -45,7 +45,6 @@ from ser.errors import SERError
 from ser.quant.config import DEFAULTS, QuantizerConfig
 from ser.quant.evaluation import batch_rows
 
-MIN_BITS, MAX_BITS = grids.MIN_BITS, grids.MAX_BITS
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CLIP_RATIOS = torch.linspace(0.3, 1.0, 36)
 _MSE_RATIOS = torch.linspace(0.05, 1.0, 40)
@@ -121,8 +120,7 @@ def quantize_tensor(
     weight: torch.Tensor, bits: int, config: QuantizerConfig = DEFAULTS.quantizer, scales: torch.Tensor | None = None
 ) -> QuantizedTensor:
     """Codes, scales and dequantized weight of ``weight`` at ``bits`` (``scales`` given: keep them)."""
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits}")
+    grids.check_bits(bits)
     w = _channels(weight.detach(), config.per_channel)
     grid = config.grid
     if scales is not None:

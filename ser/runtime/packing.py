@@ -15,14 +15,9 @@ from ser.dsp import grid as grids
 __all__ = ["pack", "packed_size", "unpack"]
 
 
-def _check_bits(bits: int) -> None:
-    if not grids.MIN_BITS <= bits <= grids.MAX_BITS:
-        raise ValueError(f"bits must be between {grids.MIN_BITS} and {grids.MAX_BITS}, got {bits}")
-
-
 def packed_size(count: int, bits: int) -> int:
     """Bytes that ``count`` codes of ``bits`` bits take: ``ceil(count * bits / 8)``."""
-    _check_bits(bits)
+    grids.check_bits(bits)
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     return (count * bits + 7) // 8
@@ -30,7 +25,7 @@ def packed_size(count: int, bits: int) -> int:
 
 def pack(codes: np.ndarray, bits: int) -> bytes:
     """Pack unsigned integer codes in ``[0, 2**bits)``, flattened in C order."""
-    _check_bits(bits)
+    grids.check_bits(bits)
     codes = np.asarray(codes)
     if not np.issubdtype(codes.dtype, np.integer):
         raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
