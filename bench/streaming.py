@@ -8,7 +8,7 @@ Each run is exported (`ser export RUN --c DIR`: the LAQ model, or every layer at
   and the stack `ser_push` used (painted on the emulated board): total RAM = static + stack;
 - instructions per second of streamed audio, model included, with every window open (`qemu -icount`: one
   instruction per virtual nanosecond; the first --seconds of the audio), and the real-time factor at 80 MHz:
-  at 1 cycle per instruction (the issue's 8 M instructions = 0.1) and at CPI_ASSUMED;
+  at 1 cycle per instruction (the target's 8 M instructions = 0.1) and at CPI_ASSUMED;
 - parity with `ser listen` on the same audio (the host build of the same library): windows deciding the same
   class, and the largest difference of a probability.
 
